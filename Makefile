@@ -1,0 +1,41 @@
+# The course's commands. Each creates .venv on first use and reinstalls when requirements change.
+#   make test       unit tests + every notebook through nbval (+ the browser test when Chromium is there)
+#   make book       build the book into _build/html with zero warnings
+#   make notebooks  sync every .py twin with its notebook and re-execute the notebooks in place
+#   make lint       ruff on the package, tests, benchmarks and notebooks
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Every chapter's .py twin; `make notebooks NB=book/part1_decoder/01_the_toy_language.py` runs one.
+NB ?= $(shell find book -name '*.py' -not -path '*/.ipynb_checkpoints/*' | sort)
+
+.PHONY: test book notebooks lint clean
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . -W --keep-going
+
+notebooks: $(STAMP)
+	@for py in $(NB); do \
+		nb="$${py%.py}.ipynb"; echo "== $$nb"; \
+		$(BIN)/jupytext --sync "$$py" || exit 1; \
+		$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+			--ExecutePreprocessor.timeout=600 --ExecutePreprocessor.kernel_name=python3 "$$nb" || exit 1; \
+		$(BIN)/jupytext --sync "$$nb" || exit 1; \
+	done
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks book
+	$(BIN)/ruff format --check src tests benchmarks book
+
+clean:
+	rm -rf _build
