@@ -1,7 +1,7 @@
 # The course's commands. Each creates .venv on first use and reinstalls when requirements change.
 #   make test       unit tests + every notebook through nbval (+ the browser test when Chromium is there)
 #   make book       build the book into _build/html with zero warnings
-#   make notebooks  sync every .py twin with its notebook and re-execute the notebooks in place
+#   make notebooks  format each .py twin, sync it with its notebook, re-execute the notebook in place
 #   make lint       ruff on the package, tests, benchmarks and notebooks
 
 PYTHON ?= python3
@@ -9,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Every chapter's .py twin; `make notebooks NB=book/part1_decoder/01_the_toy_language.py` runs one.
-NB ?= $(shell find book -name '*.py' -not -path '*/.ipynb_checkpoints/*' | sort)
+NB ?= $(shell find book -name '*.py' -not -path '*/.ipynb_checkpoints/*' -not -path 'book/_ext/*' | sort)
 
 .PHONY: test book notebooks lint clean
 
@@ -27,9 +27,8 @@ book: $(STAMP)
 notebooks: $(STAMP)
 	@for py in $(NB); do \
 		nb="$${py%.py}.ipynb"; echo "== $$nb"; \
-		$(BIN)/jupytext --sync "$$py" || exit 1; \
-		$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
-			--ExecutePreprocessor.timeout=600 --ExecutePreprocessor.kernel_name=python3 "$$nb" || exit 1; \
+		$(BIN)/ruff format --quiet "$$py" && $(BIN)/jupytext --sync "$$py" || exit 1; \
+		$(BIN)/jupyter execute --inplace --timeout=600 --kernel_name=python3 "$$nb" || exit 1; \
 		$(BIN)/jupytext --sync "$$nb" || exit 1; \
 	done
 

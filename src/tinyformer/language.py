@@ -128,9 +128,13 @@ class Grammar:
         self.by_lhs: dict[str, list[Rule]] = defaultdict(list)
         for rule in self.rules:
             if not rule.rhs:
-                raise ValueError(f"expected a non-empty right-hand side, got an empty one for {rule.lhs}")
+                raise ValueError(
+                    f"expected a non-empty right-hand side, got an empty one for {rule.lhs}"
+                )
             if not 0.0 < rule.prob <= 1.0:
-                raise ValueError(f"expected a probability in (0, 1], got {rule.prob} for rule {rule}")
+                raise ValueError(
+                    f"expected a probability in (0, 1], got {rule.prob} for rule {rule}"
+                )
             self.by_lhs[rule.lhs].append(rule)
         self.by_lhs = dict(self.by_lhs)
         if start not in self.by_lhs:
@@ -148,6 +152,14 @@ class Grammar:
                 if s in words and s not in order:
                     order[s] = len(order)
         self.words = sorted(words, key=order.__getitem__)
+        self._length_range  # noqa: B018 -- fails early on a symbol that never finishes
+        # A PCFG whose trees grow forever with positive probability does not define a
+        # distribution over sentences: the expected number of children must shrink.
+        radius = max(abs(np.linalg.eigvals(self._expansion_matrix()[0])))
+        if radius >= 1.0:
+            raise ValueError(
+                f"expected a consistent grammar (expected growth < 1 per level), got {radius:.3f}"
+            )
 
     # ----------------------------------------------------------------- sampling
     def sample_tree(self, rng: random.Random, symbol: str | None = None) -> Tree:
@@ -177,6 +189,11 @@ class Grammar:
         )
         if not settled:  # recursive grammar: unbounded yields, prune by the minimum only
             hi = {s: inf for s in self.nonterminals}
+        endless = [s for s in self.nonterminals if lo[s] == inf]
+        if endless:
+            raise ValueError(
+                f"expected every symbol to derive some sentence, got none from {endless}"
+            )
         return {s: (int(lo[s]), hi[s]) for s in self.nonterminals}
 
     def parses(self, words: list[str] | tuple[str, ...]) -> list[Tree]:
@@ -256,18 +273,24 @@ class Grammar:
         A linear system ``(I - M) E = c`` with ``M[A, B]`` the expected number of B's that
         one expansion of A produces; exact for recursive grammars too.
         """
-        index = {s: i for i, s in enumerate(self.nonterminals)}
-        n = len(index)
-        M = np.zeros((n, n))
-        c = np.zeros(n)
+        M, index = self._expansion_matrix()
+        c = np.zeros(len(index))
         for lhs, alternatives in self.by_lhs.items():
             for r in alternatives:
                 c[index[lhs]] += r.prob * per_rule_cost(r)
+        E = np.linalg.solve(np.eye(len(index)) - M, c)
+        return {s: float(E[i]) for s, i in index.items()}
+
+    def _expansion_matrix(self) -> tuple[np.ndarray, dict[str, int]]:
+        """``M[A, B]``: expected number of B's that one expansion of A produces."""
+        index = {s: i for i, s in enumerate(self.nonterminals)}
+        M = np.zeros((len(index), len(index)))
+        for lhs, alternatives in self.by_lhs.items():
+            for r in alternatives:
                 for s in r.rhs:
                     if s in index:
                         M[index[lhs], index[s]] += r.prob
-        E = np.linalg.solve(np.eye(n) - M, c)
-        return {s: float(E[i]) for s, i in index.items()}
+        return M, index
 
     def sentence_entropy(self) -> float:
         """H(S) in nats: the expected ``-log P(sentence)``.
@@ -488,7 +511,9 @@ class ToyLanguage:
         subj = next((i, j) for label, i, j in spans if label.startswith("Subj."))
         verb = next(i for label, i, j in spans if label.startswith("VP.") and i >= subj[1])
         subject = next(i for label, i, _ in spans if label.startswith("N.") and i < subj[1])
-        attractors = tuple(i for label, i, _ in spans if label.startswith("N.") and subject < i < verb)
+        attractors = tuple(
+            i for label, i, _ in spans if label.startswith("N.") and subject < i < verb
+        )
         return Analysis(
             subject=subject,
             verb=verb,

@@ -68,7 +68,9 @@ class Vocab:
         to ``<unk>``: in a closed toy language an unknown word is almost always a bug.
         """
         if isinstance(tokens, str):
-            raise ValueError(f"expected a sequence of tokens, got the string {tokens!r} (use .split())")
+            raise ValueError(
+                f"expected a sequence of tokens, got the string {tokens!r} (use .split())"
+            )
         ids = []
         for t in tokens:
             if t in self.stoi:

@@ -1,0 +1,270 @@
+"""Attention: the one operation that lets every position read from every other.
+
+Shapes used throughout: B batch, T length (T_q queries, T_k keys), D d_model, H heads,
+d_k = D // H the width of one head.
+
+Masks are boolean and ``True`` means "may attend", the same convention as
+``torch.nn.functional.scaled_dot_product_attention``. A mask broadcasts to
+``(B, H, T_q, T_k)``: row i says which keys query i may read.
+(``nn.MultiheadAttention`` uses the opposite convention, True = blocked; see
+``tinyformer.compat.to_torch_mask``.)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "KVCache",
+    "MultiHeadAttention",
+    "causal_mask",
+    "padding_mask",
+    "scaled_dot_product_attention",
+]
+
+
+def scaled_dot_product_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    dropout_p: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q k^T / sqrt(d_k)) v, written out.
+
+    Args:
+        q: queries ``(..., T_q, d_k)``.
+        k: keys ``(..., T_k, d_k)``.
+        v: values ``(..., T_k, d_v)``.
+        mask: optional bool tensor broadcastable to ``(..., T_q, T_k)``; True = may attend.
+        dropout_p: probability of dropping an attention weight (training only; the
+            caller decides, pass 0.0 at evaluation).
+
+    Returns:
+        ``(out, weights)``: ``out`` is ``(..., T_q, d_v)``, ``weights`` is ``(..., T_q, T_k)``,
+        the softmax probabilities actually used (after dropout, if any).
+
+    A query whose keys are *all* masked has nothing to read: its weights are all zero
+    and its output is zero (no NaN), as in ``F.scaled_dot_product_attention``.
+    """
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            f"queries and keys must have the same last dimension d_k, got q {tuple(q.shape)} "
+            f"and k {tuple(k.shape)}"
+        )
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            f"keys and values must have the same length T_k (dim -2), got k {tuple(k.shape)} "
+            f"and v {tuple(v.shape)}"
+        )
+
+    d_k = q.shape[-1]
+    # Dividing by sqrt(d_k) keeps the scores at unit variance when q and k have unit-variance
+    # entries; otherwise the softmax saturates as d_k grows and its gradients vanish.
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)  # (..., T_q, T_k)
+
+    if mask is not None:
+        _check_mask(mask, scores.shape)
+        # exp(-inf) = 0: a blocked key gets exactly zero weight.
+        scores = scores.masked_fill(~mask, float("-inf"))
+
+    weights = torch.softmax(scores, dim=-1)
+
+    if mask is not None:
+        # A row with every key blocked is softmax(-inf, ..., -inf) = 0/0 = NaN. Such a query
+        # has nothing to attend to, so we define its weights as zero (and hence its output).
+        # Blocked positions are already 0 in every other row, so this changes nothing else.
+        weights = weights.masked_fill(~mask, 0.0)
+
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+
+    out = weights @ v  # (..., T_q, d_v)
+    return out, weights
+
+
+def _check_mask(mask: torch.Tensor, scores_shape: torch.Size) -> None:
+    """Raise a ValueError unless ``mask`` is a bool tensor broadcastable to ``scores_shape``."""
+    if mask.dtype != torch.bool:
+        raise ValueError(
+            f"expected a mask of dtype torch.bool (True = may attend), got {mask.dtype}"
+        )
+    try:
+        broadcast = torch.broadcast_shapes(mask.shape, scores_shape)
+    except RuntimeError:
+        broadcast = None
+    if broadcast != scores_shape:
+        raise ValueError(
+            f"mask of shape {tuple(mask.shape)} does not broadcast to the attention scores "
+            f"of shape {tuple(scores_shape)} (..., T_q, T_k)"
+        )
+
+
+def causal_mask(
+    T: int, device: torch.device | str | None = None, *, offset: int = 0
+) -> torch.Tensor:
+    """The mask that lets position i attend to positions 0..i only.
+
+    Returns a ``(T, offset + T)`` bool tensor, True on and below the diagonal. With the
+    default ``offset=0`` it is square ``(T, T)``. ``offset`` is the number of earlier
+    positions already in a KV cache: query i (absolute position offset + i) may then read
+    keys 0..offset + i.
+    """
+    if T < 0 or offset < 0:
+        raise ValueError(f"expected T >= 0 and offset >= 0, got T={T} and offset={offset}")
+    query_pos = torch.arange(T, device=device).unsqueeze(1) + offset  # (T, 1)
+    key_pos = torch.arange(offset + T, device=device).unsqueeze(0)  # (1, offset + T)
+    return key_pos <= query_pos
+
+
+def padding_mask(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Mask out padding keys: ``ids (B, T)`` -> ``(B, 1, 1, T)`` bool, True at real tokens.
+
+    The two singleton dimensions broadcast over heads and queries: every query of every
+    head ignores the same padded keys.
+    """
+    if ids.ndim != 2:
+        raise ValueError(f"expected token ids of shape (B, T), got shape {tuple(ids.shape)}")
+    return (ids != pad_id)[:, None, None, :]
+
+
+class KVCache:
+    """Keys and values of the positions seen so far, for ONE attention layer.
+
+    During generation each new token only needs its own query; the keys and values of
+    earlier tokens do not change (causal attention), so we keep them instead of recomputing.
+    ``k`` and ``v`` are ``(B, H, T_past, d_k)``, or None while empty. A model keeps a list of
+    these, one per layer.
+    """
+
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        """Number of cached positions T_past (0 when empty)."""
+        return 0 if self.k is None else self.k.shape[-2]
+
+    def append(self, k_new: torch.Tensor, v_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add keys/values ``(B, H, T_new, d_k)``; return all ``(B, H, T_past + T_new, d_k)``."""
+        if k_new.ndim != 4 or k_new.shape != v_new.shape:
+            raise ValueError(
+                f"expected new keys and values of the same shape (B, H, T_new, d_k), got "
+                f"{tuple(k_new.shape)} and {tuple(v_new.shape)}"
+            )
+        if self.k is None:
+            self.k, self.v = k_new, v_new
+        else:
+            if k_new.shape[:2] != self.k.shape[:2] or k_new.shape[-1] != self.k.shape[-1]:
+                raise ValueError(
+                    f"new keys of shape {tuple(k_new.shape)} do not fit the cached keys of shape "
+                    f"{tuple(self.k.shape)} (B, H and d_k must match)"
+                )
+            self.k = torch.cat([self.k, k_new], dim=-2)
+            self.v = torch.cat([self.v, v_new], dim=-2)
+        return self.k, self.v
+
+    def __repr__(self) -> str:
+        return f"KVCache(length={self.length})"
+
+
+class MultiHeadAttention(nn.Module):
+    """H attention heads side by side, each in its own d_k = D / H dimensional subspace.
+
+    Submodules ``q_proj``, ``k_proj``, ``v_proj``, ``out_proj`` are ``nn.Linear(D, D)``;
+    the rows of the first three are the H heads' projections stacked (head h owns rows
+    h*d_k .. (h+1)*d_k - 1).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, bias: bool = True, dropout: float = 0.0):
+        super().__init__()
+        if n_heads <= 0 or d_model % n_heads != 0:
+            raise ValueError(
+                f"d_model must be divisible by n_heads, got d_model={d_model} and n_heads={n_heads}"
+            )
+        self.d_model = d_model
+        self.n_heads = n_heads
+        self.d_k = d_model // n_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (B, H, T, d_k)."""
+        B, T, _ = x.shape
+        return x.view(B, T, self.n_heads, self.d_k).transpose(1, 2)
+
+    def _merge_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, T, d_k) -> (B, T, D): the heads' outputs concatenated."""
+        B, _, T, _ = x.shape
+        return x.transpose(1, 2).reshape(B, T, self.d_model)
+
+    def _check_input(self, name: str, t: torch.Tensor) -> None:
+        if t.ndim != 3 or t.shape[-1] != self.d_model:
+            raise ValueError(
+                f"expected {name} of shape (B, T, {self.d_model}), got shape {tuple(t.shape)}"
+            )
+        if not t.is_floating_point():
+            raise ValueError(f"expected {name} to be a floating-point tensor, got {t.dtype}")
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        return_weights: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Attend from ``x`` to ``context`` (or to ``x`` itself).
+
+        Args:
+            x: ``(B, T_q, D)``, gives the queries.
+            context: ``(B, T_k, D)``, gives keys and values; None means self-attention
+                (``context = x``). Cross-attention passes the encoder's output here.
+            mask: bool, broadcastable to ``(B, H, T_q, T_k)``, True = may attend. None = no mask.
+            cache: a :class:`KVCache` (self-attention only). The keys/values of ``x`` are
+                appended to it and the queries attend over all cached positions, so
+                T_k = cache length after appending. The mask, if any, must then cover
+                (T_q, T_past + T_q), e.g. ``causal_mask(T_q, offset=T_past)``; feeding one
+                token at a time needs no mask.
+            return_weights: also return the attention weights.
+
+        Returns:
+            ``out (B, T_q, D)``, or ``(out, weights (B, H, T_q, T_k))`` if ``return_weights``.
+        """
+        self._check_input("x", x)
+        if context is None:
+            context = x
+        else:
+            if cache is not None:
+                raise ValueError(
+                    "a KV cache is for self-attention only, got both a cache and a context"
+                )
+            self._check_input("context", context)
+            if context.shape[0] != x.shape[0]:
+                raise ValueError(
+                    f"x and context must have the same batch size, got x {tuple(x.shape)} "
+                    f"and context {tuple(context.shape)}"
+                )
+
+        q = self._split_heads(self.q_proj(x))  # (B, H, T_q, d_k)
+        k = self._split_heads(self.k_proj(context))  # (B, H, T_k, d_k)
+        v = self._split_heads(self.v_proj(context))  # (B, H, T_k, d_k)
+        if cache is not None:
+            k, v = cache.append(k, v)  # (B, H, T_past + T_q, d_k)
+
+        dropout_p = self.dropout if self.training else 0.0
+        out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=dropout_p)
+        out = self.out_proj(self._merge_heads(out))  # (B, T_q, D)
+        return (out, weights) if return_weights else out
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, n_heads={self.n_heads}, d_k={self.d_k}"

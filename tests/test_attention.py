@@ -1,0 +1,310 @@
+"""Unit tests of tinyformer.attention: parity with PyTorch, masks, causality, KV cache, errors."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tinyformer.attention import (
+    KVCache,
+    MultiHeadAttention,
+    causal_mask,
+    padding_mask,
+    scaled_dot_product_attention,
+)
+
+
+def make_qkv(*batch, T_q=5, T_k=7, d_k=8, d_v=6, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(*batch, T_q, d_k, generator=g, dtype=dtype)
+    k = torch.randn(*batch, T_k, d_k, generator=g, dtype=dtype)
+    v = torch.randn(*batch, T_k, d_v, generator=g, dtype=dtype)
+    return q, k, v
+
+
+def make_mha(d_model=16, n_heads=4, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    return MultiHeadAttention(d_model, n_heads, **kwargs).eval()
+
+
+# --- scaled_dot_product_attention -------------------------------------------------------------
+
+
+def test_sdpa_matches_torch_without_mask():
+    q, k, v = make_qkv(2, 3)
+    out, weights = scaled_dot_product_attention(q, k, v)
+    assert out.shape == (2, 3, 5, 6) and weights.shape == (2, 3, 5, 7)
+    assert torch.allclose(out, F.scaled_dot_product_attention(q, k, v), atol=1e-6)
+    assert torch.allclose(weights.sum(-1), torch.ones(2, 3, 5), atol=1e-6)
+
+
+def test_sdpa_matches_torch_with_random_bool_mask():
+    q, k, v = make_qkv(2, 3)
+    g = torch.Generator().manual_seed(1)
+    mask = torch.rand(2, 3, 5, 7, generator=g) < 0.6
+    mask[..., 0] = True  # every query may read at least one key
+    out, weights = scaled_dot_product_attention(q, k, v, mask)
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert torch.all(weights[~mask] == 0)
+
+
+def test_sdpa_matches_torch_with_causal_mask():
+    q, k, v = make_qkv(2, T_q=6, T_k=6)
+    out, weights = scaled_dot_product_attention(q, k, v, causal_mask(6))
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert torch.all(weights.triu(diagonal=1) == 0)
+
+
+@pytest.mark.parametrize("mask_shape", [(7,), (5, 7), (1, 5, 7), (2, 1, 1, 7), (2, 3, 5, 1)])
+def test_sdpa_broadcasts_mask(mask_shape):
+    q, k, v = make_qkv(2, 3)
+    g = torch.Generator().manual_seed(2)
+    mask = torch.rand(mask_shape, generator=g) < 0.7
+    mask.view(-1)[0] = True
+    full = mask.expand(2, 3, 5, 7)
+    ours, _ = scaled_dot_product_attention(q, k, v, mask)
+    theirs = F.scaled_dot_product_attention(q, k, v, attn_mask=full)
+    assert torch.allclose(ours, theirs, atol=1e-6)
+
+
+def test_sdpa_float64_matches_torch():
+    q, k, v = make_qkv(2, dtype=torch.float64)
+    mask = causal_mask(5, offset=2)  # (5, 7)
+    out, weights = scaled_dot_product_attention(q, k, v, mask)
+    assert out.dtype == torch.float64 and weights.dtype == torch.float64
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert torch.allclose(out, expected, atol=1e-12)
+
+
+def test_fully_masked_query_gets_zero_weights_output_and_gradient_without_nan():
+    q, k, v = make_qkv(2)
+    q.requires_grad_(True)
+    mask = torch.ones(5, 7, dtype=torch.bool)
+    mask[2] = False  # query 2 may read nothing
+    out, weights = scaled_dot_product_attention(q, k, v, mask)
+    assert torch.all(weights[:, 2] == 0) and torch.all(out[:, 2] == 0)
+    assert not torch.isnan(out).any() and not torch.isnan(weights).any()
+    assert torch.allclose(weights[:, [0, 1, 3, 4]].sum(-1), torch.ones(2, 4), atol=1e-6)
+    # F.scaled_dot_product_attention makes the same choice.
+    assert torch.allclose(out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask), atol=1e-6)
+    out.sum().backward()
+    assert not torch.isnan(q.grad).any()
+    assert torch.all(q.grad[:, 2] == 0)
+
+
+def test_sdpa_causality_through_gradients():
+    T = 6
+    x = torch.randn(1, T, 8, dtype=torch.float64, requires_grad=True)
+    for t in range(T):
+        x.grad = None
+        out, _ = scaled_dot_product_attention(x, x, x, causal_mask(T))
+        out[0, t].sum().backward()
+        assert torch.all(x.grad[0, t + 1 :] == 0), f"position {t} sees the future"
+        assert torch.all(x.grad[0, : t + 1].abs().sum(-1) > 0), f"position {t} ignores its past"
+
+
+def test_sdpa_errors_name_both_shapes():
+    q, k, v = make_qkv(2)
+    with pytest.raises(ValueError, match=r"\(2, 5, 8\).*\(2, 7, 4\)"):
+        scaled_dot_product_attention(q, k[..., :4], v)
+    with pytest.raises(ValueError, match=r"\(2, 7, 8\).*\(2, 6, 6\)"):
+        scaled_dot_product_attention(q, k, v[:, :6])
+    with pytest.raises(ValueError, match=r"torch\.bool.*torch\.int64"):
+        scaled_dot_product_attention(q, k, v, torch.ones(5, 7, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\(5, 5\).*\(2, 5, 7\)"):
+        scaled_dot_product_attention(q, k, v, causal_mask(5))
+    # Broadcastable, but to a bigger shape than the scores: also an error.
+    with pytest.raises(ValueError, match=r"\(3, 1, 5, 7\).*\(2, 5, 7\)"):
+        scaled_dot_product_attention(q, k, v, torch.ones(3, 1, 5, 7, dtype=torch.bool))
+
+
+# --- mask builders -----------------------------------------------------------------------------
+
+
+def test_causal_mask_values():
+    expected = torch.tensor([[1, 0, 0], [1, 1, 0], [1, 1, 1]], dtype=torch.bool)
+    assert torch.equal(causal_mask(3), expected)
+    # With 2 cached positions: query i sits at absolute position 2 + i.
+    expected_offset = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    assert torch.equal(causal_mask(2, offset=2), expected_offset)
+    assert torch.equal(causal_mask(4, offset=3)[:, 3:], causal_mask(4))
+    with pytest.raises(ValueError, match="-1"):
+        causal_mask(-1)
+
+
+def test_padding_mask_values_and_shape():
+    ids = torch.tensor([[5, 6, 0, 0], [7, 0, 8, 9]])
+    m = padding_mask(ids, pad_id=0)
+    assert m.shape == (2, 1, 1, 4) and m.dtype == torch.bool
+    assert torch.equal(m[:, 0, 0], torch.tensor([[1, 1, 0, 0], [1, 0, 1, 1]], dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"\(4,\)"):
+        padding_mask(ids[0], pad_id=0)
+
+
+def test_mask_builders_follow_the_device():
+    # The meta device has no data: anything created on a hard-coded "cpu" would show up here.
+    assert causal_mask(3, device="meta").device.type == "meta"
+    ids = torch.zeros(2, 3, dtype=torch.long, device="meta")
+    assert padding_mask(ids, 0).device.type == "meta"
+
+
+# --- MultiHeadAttention ------------------------------------------------------------------------
+
+
+def test_mha_shapes_self_and_cross():
+    mha = make_mha()
+    x, ctx = torch.randn(2, 5, 16), torch.randn(2, 9, 16)
+    out, w = mha(x, return_weights=True)
+    assert out.shape == (2, 5, 16) and w.shape == (2, 4, 5, 5)
+    out, w = mha(x, context=ctx, return_weights=True)
+    assert out.shape == (2, 5, 16) and w.shape == (2, 4, 5, 9)
+    assert torch.allclose(w.sum(-1), torch.ones(2, 4, 5), atol=1e-6)
+    assert isinstance(mha(x), torch.Tensor)
+
+
+def test_mha_equals_heads_written_out():
+    """Each head is attention in its own slice of the projections; out_proj mixes the concat."""
+    mha = make_mha(d_model=12, n_heads=3)
+    x = torch.randn(2, 4, 12)
+    q, k, v = mha.q_proj(x), mha.k_proj(x), mha.v_proj(x)
+    heads = []
+    for h in range(3):
+        s = slice(4 * h, 4 * (h + 1))
+        heads.append(scaled_dot_product_attention(q[..., s], k[..., s], v[..., s])[0])
+    expected = mha.out_proj(torch.cat(heads, dim=-1))
+    assert torch.allclose(mha(x), expected, atol=1e-6)
+
+
+def test_mha_causality_through_gradients():
+    mha = make_mha().double()
+    T = 6
+    x = torch.randn(2, T, 16, dtype=torch.float64, requires_grad=True)
+    for t in range(T):
+        x.grad = None
+        mha(x, mask=causal_mask(T))[:, t].sum().backward()
+        assert torch.all(x.grad[:, t + 1 :] == 0), f"position {t} sees the future"
+        assert torch.all(x.grad[:, : t + 1].abs().sum(-1) > 0), f"position {t} ignores its past"
+
+
+def test_mha_without_mask_sees_the_future():
+    """The control for the causality test: without the mask, gradients do reach the future."""
+    mha = make_mha()
+    x = torch.randn(1, 4, 16, requires_grad=True)
+    mha(x)[:, 0].sum().backward()
+    assert torch.all(x.grad[0, 1:].abs().sum(-1) > 0)
+
+
+def test_changing_padded_keys_leaves_real_outputs_unchanged():
+    mha = make_mha()
+    ids = torch.tensor([[4, 5, 6, 0, 0], [7, 8, 9, 10, 0]])
+    mask = padding_mask(ids, pad_id=0) & causal_mask(5)  # (B, 1, T, T)
+    x = torch.randn(2, 5, 16)
+    x2 = x.clone()
+    x2[ids == 0] = 100.0 * torch.randn(int((ids == 0).sum()), 16)
+    out, out2 = mha(x, mask=mask), mha(x2, mask=mask)
+    real = ids != 0
+    assert torch.equal(out[real], out2[real])
+    assert not torch.equal(out[~real], out2[~real])  # the test can tell a difference
+
+
+def test_padding_has_no_gradient_influence_in_cross_attention():
+    mha = make_mha()
+    ctx_ids = torch.tensor([[3, 4, 0], [5, 0, 0]])
+    ctx = torch.randn(2, 3, 16, requires_grad=True)
+    x = torch.randn(2, 4, 16)
+    mha(x, context=ctx, mask=padding_mask(ctx_ids, 0)).sum().backward()
+    assert torch.all(ctx.grad[ctx_ids == 0] == 0)
+    assert torch.all(ctx.grad[ctx_ids != 0].abs().sum(-1) > 0)
+
+
+def test_mha_without_positions_is_permutation_equivariant():
+    mha = make_mha().double()
+    x = torch.randn(2, 6, 16, dtype=torch.float64)
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    assert torch.allclose(mha(x[:, perm]), mha(x)[:, perm], atol=1e-12)
+    # Not equivariant once a causal mask breaks the symmetry (sanity check of the test).
+    mask = causal_mask(6)
+    assert not torch.allclose(mha(x[:, perm], mask=mask), mha(x, mask=mask)[:, perm], atol=1e-6)
+
+
+def test_kv_cache_one_token_at_a_time_equals_full_causal_forward():
+    mha = make_mha()
+    x = torch.randn(2, 7, 16)
+    full, full_w = mha(x, mask=causal_mask(7), return_weights=True)
+    cache = KVCache()
+    steps = []
+    for t in range(7):
+        out, w = mha(x[:, t : t + 1], cache=cache, return_weights=True)
+        assert cache.length == t + 1 and w.shape == (2, 4, 1, t + 1)
+        assert torch.allclose(w[:, :, 0], full_w[:, :, t, : t + 1], atol=1e-6)
+        steps.append(out)
+    assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-6)
+    assert cache.k.shape == (2, 4, 7, 4) and cache.v.shape == (2, 4, 7, 4)
+
+
+def test_kv_cache_prefill_then_chunks_with_offset_mask():
+    mha = make_mha()
+    x = torch.randn(2, 7, 16)
+    full = mha(x, mask=causal_mask(7))
+    cache = KVCache()
+    a = mha(x[:, :4], cache=cache, mask=causal_mask(4))  # prompt, empty cache
+    b = mha(x[:, 4:], cache=cache, mask=causal_mask(3, offset=4))
+    assert torch.allclose(torch.cat([a, b], dim=1), full, atol=1e-6)
+
+
+def test_kv_cache_errors():
+    cache = KVCache()
+    assert cache.length == 0 and cache.k is None
+    with pytest.raises(ValueError, match=r"\(1, 2, 3, 4\).*\(1, 2, 3, 5\)"):
+        cache.append(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 5))
+    cache.append(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 4))
+    with pytest.raises(ValueError, match=r"\(1, 3, 1, 4\).*\(1, 2, 3, 4\)"):
+        cache.append(torch.zeros(1, 3, 1, 4), torch.zeros(1, 3, 1, 4))
+    mha = make_mha()
+    with pytest.raises(ValueError, match="self-attention only"):
+        mha(torch.randn(1, 1, 16), context=torch.randn(1, 3, 16), cache=KVCache())
+
+
+def test_mha_errors_name_expected_and_received():
+    with pytest.raises(ValueError, match=r"d_model=10.*n_heads=4"):
+        MultiHeadAttention(10, 4)
+    mha = make_mha()
+    with pytest.raises(ValueError, match=r"\(B, T, 16\).*\(2, 5, 12\)"):
+        mha(torch.randn(2, 5, 12))
+    with pytest.raises(ValueError, match=r"\(B, T, 16\).*\(2, 16\)"):
+        mha(torch.randn(2, 16))
+    with pytest.raises(ValueError, match=r"context.*\(B, T, 16\).*\(2, 3, 8\)"):
+        mha(torch.randn(2, 5, 16), context=torch.randn(2, 3, 8))
+    with pytest.raises(ValueError, match=r"\(2, 5, 16\).*\(3, 4, 16\)"):
+        mha(torch.randn(2, 5, 16), context=torch.randn(3, 4, 16))
+    with pytest.raises(ValueError, match=r"floating-point.*torch\.int64"):
+        mha(torch.zeros(2, 5, 16, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\(4, 4\).*\(2, 4, 5, 5\)"):
+        mha(torch.randn(2, 5, 16), mask=causal_mask(4))
+    with pytest.raises(ValueError, match=r"torch\.bool.*torch\.float32"):
+        mha(torch.randn(2, 5, 16), mask=causal_mask(5).float())
+
+
+def test_mha_float64_and_device_follow_the_input():
+    mha = make_mha().double()
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    out, w = mha(x, mask=causal_mask(5), return_weights=True)
+    assert out.dtype == torch.float64 and w.dtype == torch.float64
+    # On the meta device nothing can silently be created on the CPU.
+    mha_meta = make_mha().to("meta")
+    x_meta = torch.empty(2, 5, 16, device="meta")
+    out = mha_meta(x_meta, mask=causal_mask(5, device="meta"), cache=KVCache())
+    assert out.device.type == "meta" and out.shape == (2, 5, 16)
+
+
+def test_mha_dropout_only_in_training():
+    mha = make_mha(dropout=0.5)
+    x = torch.randn(2, 5, 16)
+    mha.eval()
+    assert torch.equal(mha(x), mha(x))
+    mha.train()
+    torch.manual_seed(0)
+    _, w = mha(x, return_weights=True)
+    assert (w == 0).any()  # some weights were dropped
+    assert not torch.allclose(mha(x), mha(x))
