@@ -371,3 +371,84 @@ def test_grammar_rejects_endless_and_inconsistent_grammars():
     # Trees that grow forever with positive probability: 2 * 0.6 = 1.2 children per level.
     with pytest.raises(ValueError, match=r"consistent grammar.*1\.200"):
         Grammar([Rule("S", ("S", "S"), 0.6), Rule("S", ("a",), 0.4)])
+
+
+# ------------------------------------------------------------------ masked prediction
+
+
+def test_masked_distribution_equals_brute_force(lang):
+    """Bayes-optimal masked prediction = substitute every word, renormalise exact probabilities."""
+    for words in lang.sample(25, seed=11):
+        for position in (0, len(words) // 2, len(words) - 1):
+            fast = lang.masked_distribution(words, position)
+            brute = {}
+            for w in lang.words:
+                candidate = words[:position] + [w] + words[position + 1 :]
+                p = lang.prob(candidate)
+                if p > 0:
+                    brute[w] = p
+            total = sum(brute.values())
+            assert fast.keys() == brute.keys()
+            for w in brute:
+                assert math.isclose(fast[w], brute[w] / total, rel_tol=1e-9)
+            assert words[position] in fast  # the true word always fits
+
+
+def test_masked_distribution_examples_and_errors(lang):
+    # The noun after "the" in "the ___ sleeps" must be singular, and all six are equally likely.
+    dist = lang.masked_distribution("the dog sleeps".split(), 1)
+    assert set(dist) == {"dog", "cat", "bird", "fox", "child", "mouse"}
+    assert all(math.isclose(p, 1 / 6) for p in dist.values())
+    # The verb of "the dogs near the cat ___" agrees with "dogs", not with the attractor.
+    dist = lang.masked_distribution("the dogs near the cat sleep".split(), 5)
+    assert set(dist) == {"sleep", "run", "sing", "wait"}
+    with pytest.raises(ValueError, match=r"position in \[0, 3\), got 3"):
+        lang.masked_distribution("the dog sleeps".split(), 3)
+    with pytest.raises(ValueError, match="some word completes"):
+        lang.masked_distribution("the dog the cat sleeps".split(), 0)
+
+
+# ------------------------------------------------------------------------ translation
+
+
+def test_translation_examples(lang):
+    target, alignment = lang.translate("the dog near the cats sleeps".split())
+    assert target == "misen na pres hun na dorma".split()
+    assert alignment == [4, 3, 2, 1, 0, 5]
+    target, alignment = lang.translate("a big red fox sees these mice".split())
+    assert target == "rek grom ros un muren te vida".split()
+    assert alignment == [3, 1, 2, 0, 6, 5, 4]
+
+
+def _category(lang, word):
+    """Source category of a word (Det, Adj, N, Vi, Vt, P, or 'that')."""
+    kinds = {r.lhs.partition(".")[0] for r in lang.grammar.rules if r.rhs == (word,)}
+    return kinds.pop() if kinds else word
+
+
+def test_alignment_is_complete_and_type_consistent(lang):
+    """Every target word is aligned to exactly one source word, of the matching kind."""
+    from tinyformer.language import TARGET_LEXICON
+
+    target_category = {TARGET_LEXICON[w]: _category(lang, w) for w in lang.words}
+    for source, target, alignment in lang.sample_pairs(500, seed=12):
+        assert len(target) == len(source) == len(alignment)
+        assert sorted(alignment) == list(range(len(source)))  # a permutation: complete, 1-to-1
+        for j, i in enumerate(alignment):
+            assert target[j] == TARGET_LEXICON[source[i]]
+            assert target_category[target[j]] == _category(lang, source[i])
+        # Number survives translation: plural nouns and verbs carry the plural suffix.
+        for j, i in enumerate(alignment):
+            if lang.number(source[i]) == "pl":
+                assert target[j].endswith("n")
+
+
+def test_translation_is_deterministic_injective_and_head_final(lang):
+    pairs = lang.sample_pairs(2000, seed=13)
+    by_target = {}
+    for source, target, alignment in pairs:
+        assert by_target.setdefault(tuple(target), tuple(source)) == tuple(source)
+        assert lang.translate(source) == (target, alignment)  # parse + translate = sampled pair
+        assert alignment[-1] == lang.analyse(source).verb  # verb last
+    assert len(set(lang.target_words)) == len(lang.words) == len(lang.target_words)
+    assert not set(lang.target_words) & set(lang.words)

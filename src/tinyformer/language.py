@@ -41,6 +41,9 @@ __all__ = [
     "ToyLanguage",
     "Analysis",
     "english_rules",
+    "translate_tree",
+    "TARGET_ORDER",
+    "TARGET_LEXICON",
 ]
 
 
@@ -201,6 +204,7 @@ class Grammar:
 
         A memoised top-down chart parser: ``derive(symbol, i, j)`` lists the trees by which
         ``symbol`` derives ``words[i:j]``. Fine for sentences of a few dozen words.
+        A ``None`` in ``words`` is a wildcard that matches any word.
         """
         words = tuple(words)
         n = len(words)
@@ -242,7 +246,8 @@ class Grammar:
                     if symbol in self.by_lhs:
                         heads = derive(symbol, i, m)
                     else:
-                        heads = [symbol] if words[i] == symbol else []
+                        # None is a wildcard: any word may stand there (masked prediction).
+                        heads = [symbol] if words[i] in (symbol, None) else []
                     if heads:
                         tails = sequence(rule, k + 1, m, j)
                         out.extend((h,) + t for h in heads for t in tails)
@@ -390,6 +395,74 @@ def english_rules(
     return [r for r in rules if r.prob > 0]
 
 
+# ---------------------------------------------------------------------------------------
+# The target language: head-final word order, its own words, a regular plural
+# ---------------------------------------------------------------------------------------
+
+#: How each rule's right-hand side is reordered in the target language, keyed by the
+#: categories of the right-hand side (number stripped). Rules not listed keep their order.
+#: The result is head-final, like Japanese or Turkish: the verb comes last, modifiers come
+#: before what they modify (prepositional phrases and relative clauses before their noun),
+#: adjectives and determiners after the noun, prepositions become postpositions.
+TARGET_ORDER: dict[tuple[str, ...], tuple[int, ...]] = {
+    ("NP", "PP"): (1, 0),  # the dog [near the cat]   -> [cat the near] dog the
+    ("NP", "RC"): (1, 0),  # the dog [that sleeps]    -> [sleeps that] dog the
+    ("that", "VP"): (1, 0),  # that sees the cat       -> cat the sees that
+    ("Vt", "Obj"): (1, 0),  # sees the cat             -> cat the sees
+    ("P", "NP"): (1, 0),  # near the cat               -> cat the near
+    ("Det", "Nom"): (1, 0),  # the big dog             -> dog big the
+    ("Adj", "N"): (1, 0),  # big dog                   -> dog big
+    ("Adj", "Adj", "N"): (2, 0, 1),  # big red dog     -> dog big red
+}
+
+#: Word-for-word translations. Nouns take the regular plural suffix -en and verbs -n in
+#: the plural (the source's irregular "children" and "mice" become regular).
+TARGET_LEXICON: dict[str, str] = {
+    # determiners
+    "the": "na", "a": "un", "this": "ti", "some": "su", "these": "te",
+    # adjectives
+    "big": "grom", "small": "pik", "red": "ros", "old": "vek", "happy": "fel",
+    # nouns: singular, plural = singular + "en"
+    "dog": "hun", "dogs": "hunen", "cat": "mis", "cats": "misen", "bird": "pav",
+    "birds": "paven", "fox": "rek", "foxes": "reken", "child": "kin",
+    "children": "kinen", "mouse": "mur", "mice": "muren",
+    # verbs: singular, plural = singular + "n"
+    "sleeps": "dorma", "sleep": "dorman", "runs": "kura", "run": "kuran",
+    "sings": "kanta", "sing": "kantan", "waits": "spera", "wait": "speran",
+    "sees": "vida", "see": "vidan", "chases": "xasa", "chase": "xasan",
+    "likes": "ama", "like": "aman", "follows": "sega", "follow": "segan",
+    # postpositions and the relative marker
+    "near": "pres", "behind": "dop", "under": "sot", "that": "ke",
+}  # fmt: skip
+
+
+def _category(symbol: str) -> str:
+    """``NP.sg`` -> ``NP``; words stay as they are."""
+    return symbol.partition(".")[0]
+
+
+def translate_tree(tree: Tree) -> tuple[list[str], list[int]]:
+    """Translate a derivation rule by rule: ``(target words, alignment)``.
+
+    Each node translates its children, then reorders them by :data:`TARGET_ORDER`; each word
+    is looked up in :data:`TARGET_LEXICON`. ``alignment[j]`` is the source index of target
+    word ``j``.
+    """
+    counter = iter(range(len(tree.words())))
+
+    def walk(node: Tree | str) -> list[tuple[str, int]]:
+        if isinstance(node, str):
+            if node not in TARGET_LEXICON:
+                raise KeyError(f"expected a word with a translation, got {node!r}")
+            return [(TARGET_LEXICON[node], next(counter))]
+        parts = [walk(child) for child in node.children]  # left to right: source order
+        order = TARGET_ORDER.get(tuple(_category(s) for s in node.rule.rhs), range(len(parts)))
+        return [pair for k in order for pair in parts[k]]
+
+    pairs = walk(tree)
+    return [w for w, _ in pairs], [i for _, i in pairs]
+
+
 @dataclass(frozen=True)
 class Analysis:
     """Where the agreement happens in a sentence (word indices, 0-based, no ``<bos>``).
@@ -532,6 +605,48 @@ class ToyLanguage:
         """The sentence with its main verb in the wrong number: always ungrammatical."""
         verb = self.analyse(words).verb
         return words[:verb] + [self.flip_number(words[verb])] + words[verb + 1 :]
+
+    # ---------------------------------------------------------- masked prediction
+    def masked_distribution(self, words: list[str], position: int) -> dict[str, float]:
+        """The exact distribution of the word at ``position`` given every other word.
+
+        ``P(w | rest) = P(sentence with w there) / sum over w' of P(sentence with w' there)``:
+        the Bayes-optimal masked-token prediction (no model can predict that word better).
+        One parse with a wildcard at ``position`` finds every word that fits and the
+        probability of each completed sentence. Raises ``ValueError`` when no word fits.
+        """
+        self._check_words(words)
+        if not 0 <= position < len(words):
+            raise ValueError(f"expected a position in [0, {len(words)}), got {position}")
+        masked = list(words)
+        masked[position] = None
+        scores: dict[str, float] = defaultdict(float)
+        for tree in self.grammar.parses(masked):
+            scores[tree.words()[position]] += math.exp(tree.log_prob())
+        total = sum(scores.values())
+        if total == 0.0:
+            raise ValueError(f"expected a sentence that some word completes, got {words!r}")
+        return {w: p / total for w, p in sorted(scores.items(), key=lambda kv: -kv[1])}
+
+    # --------------------------------------------------------------- translation
+    def translate(self, words: list[str]) -> tuple[list[str], list[int]]:
+        """Translate a sentence into the target language, with its word alignment.
+
+        Returns ``(target, alignment)``: ``alignment[j]`` is the index of the source word that
+        target word ``j`` translates. Every word has exactly one translation, so the alignment
+        is a permutation: the languages differ in word order (see :data:`TARGET_ORDER`) and
+        vocabulary (:data:`TARGET_LEXICON`), not in length.
+        """
+        return translate_tree(self.parse(words))
+
+    def sample_pairs(self, n: int, seed: int) -> list[tuple[list[str], list[str], list[int]]]:
+        """``n`` triples ``(source, target, alignment)`` drawn with ``seed``."""
+        return [(t.words(), *translate_tree(t)) for t in self.sample_trees(n, seed)]
+
+    @cached_property
+    def target_words(self) -> list[str]:
+        """The target language's vocabulary, in the order of the source words they translate."""
+        return [TARGET_LEXICON[w] for w in self.words]
 
     # ------------------------------------------------------------------ helpers
     @cached_property
