@@ -33,8 +33,8 @@ notebooks: $(STAMP)
 	done
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks book
-	$(BIN)/ruff format --check src tests benchmarks book
+	$(BIN)/ruff check $(wildcard src tests benchmarks book)
+	$(BIN)/ruff format --check $(wildcard src tests benchmarks book)
 
 clean:
 	rm -rf _build

@@ -43,17 +43,17 @@ if "google.colab" in sys.modules:
 #
 # - read the toy grammar and sample sentences from it;
 # - compute the exact probability of a sentence by hand, and say why it is exact;
-# - explain subject–verb agreement and why *attractor* nouns make it hard;
-# - define the entropy per token, compute it from the grammar's rules, and check it
+# - explain subject–verb {term}`agreement` and why {term}`attractor` nouns make it hard;
+# - define the {term}`entropy` per token, compute it from the grammar's rules, and check it
 #   by sampling;
-# - explain why the entropy is the lowest loss any language model can reach;
+# - explain why the entropy is the lowest loss any {term}`language model` can reach;
 # - turn sentences into padded batches of token ids, with the input/target shift of
 #   a language model.
 
 # %% [markdown]
 # ## Why a toy language?
 #
-# A language model is trained to lower its cross-entropy loss. On English text we never
+# A language model is trained to lower its {term}`cross-entropy` loss. On English text we never
 # learn how low that loss *could* go: nobody knows the true probability of an English
 # sentence. So when a loss stops falling, we cannot tell a weak model from a hard
 # language.
@@ -93,7 +93,7 @@ print(
 # %% [markdown]
 # ## Meet the grammar
 #
-# A *probabilistic context-free grammar* (PCFG) is a list of rewrite rules
+# A {term}`probabilistic context-free grammar` (PCFG) is a list of rewrite rules
 # $A \to \alpha$, each with a probability. To make a sentence, start from the symbol `S`
 # and keep replacing a symbol by the right-hand side of one of its rules, chosen at random
 # with the rules' probabilities, until only words are left. The probabilities of the rules
@@ -335,7 +335,7 @@ for frac, exact in [(frac_attr, 0.48), (frac_mismatch, 0.24)]:
 #
 # ### Entropy per sentence and per token
 #
-# The **entropy** of the language is the average surprise of a sentence, measured in nats
+# The **entropy** of the language is the average surprise of a sentence, measured in {term}`nats <nat>`
 # (natural logarithms) {cite}`shannon1948mathematical,cover2006elements`:
 #
 # $$H(S) = -\sum_{s} P(s) \log P(s) = \mathbb{E}\big[-\log P(S)\big].$$
@@ -412,7 +412,7 @@ print(f"perplexity   = exp(h) = {math.exp(limit):.4f}")
 # %% [markdown]
 # **This is the number every later chapter measures against: 1.8479 nats per token.**
 #
-# The perplexity $e^{h} \approx 6.35$ gives it a feel: on average, predicting the next
+# The {term}`perplexity` $e^{h} \approx 6.35$ gives it a feel: on average, predicting the next
 # token of this language is as uncertain as a fair choice among about six tokens, out of
 # the 43 possible ones (42 words and `<eos>`).
 #
@@ -580,7 +580,7 @@ assert abs(h_hat - limit) < 4 * se
 # $$\mathbb{E}_p[-\log q(S)] = \underbrace{\mathbb{E}_p[-\log p(S)]}_{H(S)}
 #   + \underbrace{\mathbb{E}_p\Big[\log \frac{p(S)}{q(S)}\Big]}_{D_{\mathrm{KL}}(p \,\|\, q)} .$$
 #
-# The second term is the Kullback–Leibler divergence, and Gibbs' inequality says it is
+# The second term is the {term}`Kullback–Leibler divergence`, and Gibbs' inequality says it is
 # never negative, and zero only when $q = p$ {cite}`cover2006elements`. (Proof in one
 # line: $\log x \le x - 1$, so
 # $-D_{\mathrm{KL}} = \mathbb{E}_p[\log \tfrac{q}{p}] \le \mathbb{E}_p[\tfrac{q}{p} - 1]
@@ -668,16 +668,16 @@ plt.show()
 # ## Tokens, ids and batches
 #
 # A neural network reads integers, not words. Our language has a closed vocabulary, so the
-# "tokenizer" is a lookup table: `Vocab` gives each word an id. Five **special tokens**
+# "tokenizer" is a lookup table: `Vocab` gives each word an id. Five **{term}`special tokens <special token>`**
 # come first, with fixed ids that every model in the course shares:
 #
 # | id | token | used for |
 # |---|---|---|
 # | 0 | `<pad>` | fills short sentences up to the batch's length; loss and attention ignore it |
-# | 1 | `<bos>` | *beginning of sequence*: a decoder's first input, to predict the first word from |
+# | 1 | `<bos>` | *beginning of sequence*: a {term}`decoder`'s first input, to predict the first word from |
 # | 2 | `<eos>` | *end of sequence*: the decoder's last prediction, "the sentence is over" |
 # | 3 | `<unk>` | a word outside the vocabulary (only if you ask for it) |
-# | 4 | `<mask>` | the hidden word in masked language modelling (Part II) |
+# | 4 | `<mask>` | the hidden word in {term}`masked language modelling` (Part II) |
 
 # %%
 vocab = Vocab(lang.words)

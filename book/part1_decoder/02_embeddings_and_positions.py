@@ -41,12 +41,14 @@ if "google.colab" in sys.modules:
 #
 # **Learning goals.** After this chapter you can
 #
-# - explain a token embedding as a table lookup, and as a one-hot vector times a matrix;
+# - explain a {term}`token embedding` as a table lookup, and as a {term}`one-hot vector` times
+#   a matrix;
 # - show that attention without positional information cannot tell word order apart
-#   (it is *permutation equivariant*);
-# - write the sinusoidal positional encoding of Vaswani et al. {cite}`vaswani2017attention`
+#   (it is {term}`permutation equivariant <permutation equivariance>`);
+# - write the sinusoidal {term}`positional encoding` of Vaswani et al. {cite}`vaswani2017attention`
 #   and show its key property: a shift by $k$ positions is a rotation;
-# - compare it with a learned table of positions, as in GPT-2 and BERT;
+# - compare it with a {term}`learned table of positions <learned positional embedding>`, as in
+#   GPT-2 and BERT;
 # - say why positions are *added* to token vectors rather than concatenated;
 # - separate what the 2017 paper claimed about longer sequences from what it showed.
 
@@ -165,7 +167,7 @@ print(f"parameters in the table: V * D = {V} * {D} = {emb.weight.numel()}")
 
 # %% [markdown]
 # > Padding (`<pad>`, id 0) also gets a vector: the embedding does not know it is
-# > special. Attention is told to ignore padded positions with a mask
+# > special. Attention is told to ignore padded positions with a {term}`padding mask`
 # > (`tinyformer.attention.padding_mask`), and the loss skips them.
 #
 # One more property of the lookup: the gradient of the loss with respect to $W$ is zero
@@ -184,7 +186,7 @@ print(f"rows with a gradient: {int(touched.sum())} of {V}, exactly the tokens in
 # %% [markdown]
 # ## Why positions are needed
 #
-# The next chapter builds *self-attention*, the heart of the transformer. For now one
+# The next chapter builds {term}`self-attention`, the heart of the transformer. For now one
 # sentence of intuition is enough: each position's output is a weighted average of
 # (projections of) all positions' vectors, with weights computed from how well their
 # contents match. Nothing in that recipe refers to *where* a vector stands.
@@ -265,14 +267,14 @@ print(f"attention weights (B, H, T, T) all lie between {lo:.2f} and {hi:.2f}")
 # so every output is a blend of much the same vectors. But the changes are no longer zero,
 # and training can make them as large as it needs.
 #
-# > **A causal mask is also a source of order.** A decoder masks the future, so
+# > **A {term}`causal mask` is also a source of order.** A decoder masks the future, so
 # > position $t$ averages over the $t + 1$ vectors before it: the first *the* sees one
 # > token and the second sees four, and their outputs differ even without positional
 # > vectors. Causal language models trained with no positional encoding at all turn out
 # > to be competitive with those that have one, and to learn where their tokens are,
 # > probably by sensing how many tokens each position can see {cite}`haviv2022transformer`.
 # > Still, like the 2017 paper, every model in this course adds positions explicitly (and
-# > the encoder of Part II has no causal mask to lean on).
+# > the {term}`encoder` of Part II has no causal mask to lean on).
 
 # %%
 with torch.no_grad():
@@ -435,8 +437,8 @@ for k in (1, 3, 10):
 # by relative positions" {cite}`vaswani2017attention`. Note the word: a hypothesis, and a
 # reason for the design, not a measured result.
 #
-# > The same rotation, applied to queries and keys inside attention instead of added to the
-# > input, is the *rotary* position embedding (RoPE) {cite}`su2021roformer` used by many
+# > The same rotation, applied to {term}`queries <query>` and {term}`keys <key>` inside attention instead of added to the
+# > input, is the {term}`rotary position embedding` (RoPE) {cite}`su2021roformer` used by many
 # > current language models.
 #
 # ### Similarity depends on distance only
@@ -634,7 +636,7 @@ for name, target, n_classes in (("token", token_of, V), ("position", position_of
 # sequences of the lengths seen in training. The extrapolation claim was a hypothesis, and
 # it was tested later. Press, Smith and Lewis {cite}`press2022train` trained language models
 # on inputs of a fixed length $L$ and evaluated them on longer inputs: the perplexity of the
-# sinusoidal model got worse soon after the input passed $L$ tokens. They proposed ALiBi,
+# sinusoidal model got worse soon after the input passed $L$ tokens. They proposed {term}`ALiBi`,
 # which adds no positional vectors at all and instead biases each attention score by a
 # penalty proportional to the distance between query and key, and showed that it does
 # extrapolate.
@@ -725,8 +727,8 @@ for module in (SinusoidalPositionalEncoding(D, max_len), LearnedPositionalEmbedd
 # At a fixed width the position takes its dimensions from the token: each token vector gets
 # only $64 - 16 = 48$ numbers, and the split is fixed in advance, whether position needs 16
 # dimensions or 2. To keep 64 numbers per token we would have to widen the model to 80; the
-# residual stream keeps one width through the whole model, so every weight matrix grows, and
-# attention and feed-forward layers cost roughly $D^2$ each.
+# {term}`residual stream` keeps one width through the whole model, so every weight matrix grows, and
+# attention and {term}`feed-forward <feed-forward network>` layers cost roughly $D^2$ each.
 #
 # Concatenation is addition of zero-padded vectors, $[e; p] = [e; 0] + [0; p]$. So a model
 # that adds can, if it helps, learn token vectors that vanish in some dimensions and position

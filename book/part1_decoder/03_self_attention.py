@@ -42,12 +42,12 @@ if "google.colab" in sys.modules:
 #
 # **Learning goals.** After this chapter you can
 #
-# - compute queries, keys and values from a `(B, T, D)` input and write scaled dot-product
-#   attention in four lines;
+# - compute queries, keys and {term}`values <value>` from a `(B, T, D)` input and write
+#   {term}`scaled dot-product attention` in four lines;
 # - explain, with a measurement, why the scores are divided by $\sqrt{d_k}$;
 # - build the causal mask, say which convention it uses, and prove through gradients that
 #   position $t$ cannot see the future;
-# - split attention into heads and merge them back, naming the shape at every step;
+# - split attention into {term}`heads <attention head>` and merge them back, naming the shape at every step;
 # - check all of it against `tinyformer` and against PyTorch's own
 #   `F.scaled_dot_product_attention` and `nn.MultiheadAttention`.
 
@@ -85,7 +85,7 @@ torch.set_printoptions(precision=2, sci_mode=False)
 # - the **value** $v_s = x_s W_V$: what position $s$ hands over when it is chosen.
 #
 # Position $t$ scores every position $s$ by the dot product $q_t \cdot k_s$, turns the
-# scores into probabilities with a softmax over $s$, and returns the weighted sum of the
+# scores into probabilities with a {term}`softmax` over $s$, and returns the weighted sum of the
 # values. For all positions at once, with $Q = XW_Q$, $K = XW_K$, $V = XW_V$:
 #
 # $$\operatorname{Attention}(Q, K, V)
@@ -118,8 +118,8 @@ print("out    ", tuple(out.shape))
 print("each row of weights sums to 1:", torch.allclose(weights.sum(-1), torch.ones(B, T)))
 
 # %% [markdown]
-# Row $t$ of `weights[0]` is how position $t$ of the first sequence splits its attention
-# over the 5 positions:
+# Row $t$ of `weights[0]` (the {term}`attention weights`) is how position $t$ of the first
+# sequence splits its attention over the 5 positions:
 
 # %%
 weights[0].detach()
@@ -193,7 +193,7 @@ print(
 # softmax function into regions where it has extremely small gradients".
 #
 # Why would large scores hurt? A softmax of large, spread-out scores puts almost all its
-# weight on the largest one: it *saturates* into a hard one-hot choice, and a one-hot
+# weight on the largest one: it {term}`saturates <saturation>` into a hard one-hot choice, and a one-hot
 # softmax barely moves when its inputs move. Its Jacobian is
 # $\partial p_i / \partial s_j = p_i(\delta_{ij} - p_j)$, which is 0 everywhere when
 # $p$ is one-hot. A saturated attention layer passes (almost) no gradient to its queries
@@ -426,7 +426,7 @@ print(right[0, 0])
 #
 # One attention gives each position *one* weighted average. But a word may need several
 # things at once: a verb wants its subject's number *and* the word just before it.
-# **Multi-head attention** runs $H$ attentions side by side, each in its own
+# **{term}`Multi-head attention <multi-head attention>`** runs $H$ attentions side by side, each in its own
 # $d_k = D / H$ dimensional slice, then concatenates their outputs and mixes them with an
 # output projection $W_O$:
 #
@@ -607,8 +607,9 @@ except ValueError as error:
 #   and merges back to `(B, T, D)`; it equals `tinyformer`'s `MultiHeadAttention` and
 #   PyTorch's `nn.MultiheadAttention`, and has $4D^2 + 4D$ parameters whatever $H$ is.
 #
-# Next, Chapter 4 wraps this layer with a feed-forward network, residual connections and
-# layer normalisation into a decoder block, and stacks blocks into a language model.
+# Next, Chapter 4 wraps this layer with a feed-forward network,
+# {term}`residual connections <residual connection>` and {term}`layer normalisation` into a
+# {term}`decoder block`, and stacks blocks into a language model.
 
 # %% [markdown]
 # ## Exercises
