@@ -14,6 +14,15 @@ Weight layouts:
   our ``DecoderBlock`` = ``self_attn`` + ``ff.linear1``/``ff.linear2`` + ``norm1``/``norm2``.
   Under a causal mask the encoder layer computes exactly what a decoder block without cross
   attention computes (the "decoder" of GPT is an encoder layer with a causal mask).
+* ``nn.TransformerDecoderLayer`` = ``self_attn``, ``multihead_attn`` (cross attention),
+  ``linear1``/``linear2`` and ``norm1``/``norm2``/``norm3``, which belong to self-attention,
+  CROSS attention and the feed-forward network in that order. Our ``DecoderBlock`` grew cross
+  attention after Part I, so its names differ: ``norm1`` self-attention, ``norm2``
+  feed-forward (as in Part I), ``norm3`` cross attention. :func:`load_decoder_layer_from_torch`
+  maps them: ours.norm3 <- theirs.norm2, ours.norm2 <- theirs.norm3.
+* ``nn.Transformer`` = ``encoder`` (``layers`` + a final ``norm``) and ``decoder`` (``layers``
+  + a final ``norm``), no embeddings and no output layer. It ALWAYS ends each stack with a
+  LayerNorm, post-LN too; see :func:`load_transformer_from_torch` for what that means.
 """
 
 from __future__ import annotations
@@ -23,7 +32,13 @@ from torch import nn
 
 from tinyformer.attention import MultiHeadAttention
 
-__all__ = ["load_block_from_torch", "load_mha_from_torch", "to_torch_mask"]
+__all__ = [
+    "load_block_from_torch",
+    "load_decoder_layer_from_torch",
+    "load_mha_from_torch",
+    "load_transformer_from_torch",
+    "to_torch_mask",
+]
 
 
 def to_torch_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -124,3 +139,101 @@ def load_block_from_torch(ours: nn.Module, theirs: nn.TransformerEncoderLayer) -
     _copy_linear(ours.ff.linear2, theirs.linear2, "linear2")
     _copy_layer_norm(ours.norm1, theirs.norm1, "norm1")
     _copy_layer_norm(ours.norm2, theirs.norm2, "norm2")
+
+
+def _torch_activation_name(activation) -> str | None:
+    """'relu' / 'gelu' for the activations nn.TransformerDecoderLayer accepts, else None."""
+    if activation is torch.nn.functional.relu or isinstance(activation, nn.ReLU):
+        return "relu"
+    if activation is torch.nn.functional.gelu:
+        return "gelu"
+    if isinstance(activation, nn.GELU) and activation.approximate == "none":
+        return "gelu"
+    return None
+
+
+@torch.no_grad()
+def load_decoder_layer_from_torch(ours: nn.Module, theirs: nn.TransformerDecoderLayer) -> None:
+    """Copy an ``nn.TransformerDecoderLayer`` into our ``DecoderBlock(cross_attention=True)``.
+
+    Self-attention, cross attention (theirs ``multihead_attn``, ours ``cross_attn``) and the
+    feed-forward network are copied one to one. The LayerNorms are named differently (see the
+    module docstring): ours.norm1 <- theirs.norm1 (self-attention), ours.norm3 <- theirs.norm2
+    (cross attention), ours.norm2 <- theirs.norm3 (feed-forward).
+
+    Both must agree on ``norm_first`` and the activation, and ours must have cross attention;
+    a mismatch raises ValueError rather than silently computing something different.
+    """
+    if getattr(ours, "cross_attn", None) is None:
+        raise ValueError(
+            "expected a DecoderBlock with cross attention (cross_attention=True), "
+            "got one without: nn.TransformerDecoderLayer always has cross attention"
+        )
+    if ours.norm_first != theirs.norm_first:
+        raise ValueError(
+            f"norm_first differs: ours has norm_first={ours.norm_first}, "
+            f"theirs has norm_first={theirs.norm_first}"
+        )
+    their_act = _torch_activation_name(theirs.activation)
+    our_act = {nn.ReLU: "relu", nn.GELU: "gelu"}.get(type(ours.ff.activation))
+    if their_act is None or their_act != our_act:
+        raise ValueError(f"activation differs: ours is {our_act}, theirs is {their_act}")
+
+    load_mha_from_torch(ours.self_attn, theirs.self_attn)
+    load_mha_from_torch(ours.cross_attn, theirs.multihead_attn)
+    _copy_linear(ours.ff.linear1, theirs.linear1, "linear1")
+    _copy_linear(ours.ff.linear2, theirs.linear2, "linear2")
+    _copy_layer_norm(ours.norm1, theirs.norm1, "norm1 (self-attention)")
+    _copy_layer_norm(ours.norm3, theirs.norm2, "ours norm3 / theirs norm2 (cross attention)")
+    _copy_layer_norm(ours.norm2, theirs.norm3, "ours norm2 / theirs norm3 (feed-forward)")
+
+
+@torch.no_grad()
+def load_transformer_from_torch(ours: nn.Module, theirs: nn.Transformer) -> None:
+    """Copy an ``nn.Transformer`` (batch_first=True) into our ``EncoderDecoder`` (in place).
+
+    nn.Transformer has no embeddings and no output layer: those stay ours. What is copied:
+    every encoder layer (:func:`load_block_from_torch`), every decoder layer
+    (:func:`load_decoder_layer_from_torch`) and the final LayerNorms.
+
+    Final LayerNorms. nn.Transformer always builds ``encoder.norm`` and ``decoder.norm``.
+    Under pre-LN they are exactly our ``encoder.norm_f`` and ``norm_f`` (a pre-LN stack
+    must normalise its output). Under post-LN every layer already ends in a LayerNorm; the
+    2017 model, and ours, add nothing after the last one, whereas nn.Transformer's default
+    applies a second LayerNorm on top. That is a different function, so we refuse it: build
+    the post-LN reference with ``custom_encoder=nn.TransformerEncoder(layer, N, norm=None)``
+    and ``custom_decoder=nn.TransformerDecoder(layer, N, norm=None)``.
+    """
+    enc, dec = theirs.encoder, theirs.decoder
+    ours_enc, ours_dec = len(ours.encoder.blocks), len(ours.blocks)
+    if len(enc.layers) != ours_enc or len(dec.layers) != ours_dec:
+        raise ValueError(
+            f"layer counts differ: ours has {ours_enc} encoder and {ours_dec} decoder layers, "
+            f"theirs has {len(enc.layers)} and {len(dec.layers)}"
+        )
+    for name, their_norm in (("encoder", enc.norm), ("decoder", dec.norm)):
+        if ours.norm_first and their_norm is None:
+            raise ValueError(
+                f"expected a final {name} LayerNorm for a pre-LN model (ours has norm_f), "
+                "got norm=None"
+            )
+        if not ours.norm_first and their_norm is not None:
+            raise ValueError(
+                f"expected no final {name} LayerNorm for a post-LN model (ours, like the 2017 "
+                f"paper, has none), got {their_norm}; build nn.Transformer with custom_encoder="
+                "nn.TransformerEncoder(layer, N, norm=None) and custom_decoder="
+                "nn.TransformerDecoder(layer, N, norm=None)"
+            )
+    for i, (block, layer) in enumerate(zip(ours.encoder.blocks, enc.layers, strict=True)):
+        try:
+            load_block_from_torch(block, layer)
+        except ValueError as error:
+            raise ValueError(f"encoder layer {i}: {error}") from None
+    for i, (block, layer) in enumerate(zip(ours.blocks, dec.layers, strict=True)):
+        try:
+            load_decoder_layer_from_torch(block, layer)
+        except ValueError as error:
+            raise ValueError(f"decoder layer {i}: {error}") from None
+    if ours.norm_first:
+        _copy_layer_norm(ours.encoder.norm_f, enc.norm, "encoder final norm")
+        _copy_layer_norm(ours.norm_f, dec.norm, "decoder final norm")

@@ -1,4 +1,5 @@
-"""The decoder: a causal transformer block and a GPT-style language model (Part I).
+"""The decoder: a causal transformer block and a GPT-style language model (Part I);
+the block grows an optional cross-attention sublayer in Part III.
 
 Shapes: B batch, T length (new tokens), P cached positions, D d_model, H heads, V vocab.
 
@@ -28,6 +29,14 @@ class DecoderBlock(nn.Module):
     Without cross attention this is exactly ``nn.TransformerEncoderLayer(batch_first=True)``
     run under a causal mask (see ``tinyformer.compat.load_block_from_torch``).
 
+    With ``cross_attention=True`` (Part III) a third sublayer sits between the two, reading
+    the encoder's output ``memory`` (m):
+    pre-LN:  x = x + SelfAttn(LN1(x));  x = x + CrossAttn(LN3(x), m);  x = x + FF(LN2(x))
+    post-LN: x = LN1(x + SelfAttn(x));  x = LN3(x + CrossAttn(x, m));  x = LN2(x + FF(x))
+    That is ``nn.TransformerDecoderLayer(batch_first=True)`` (see
+    ``tinyformer.compat.load_decoder_layer_from_torch``; its norm2 is our norm3 and vice versa:
+    Part I named the feed-forward norm ``norm2`` before cross attention existed).
+
     Args:
         d_model: D, the width of the residual stream.
         n_heads: H; must divide D.
@@ -36,6 +45,8 @@ class DecoderBlock(nn.Module):
             each sublayer's output before the residual sum.
         norm_first: True for pre-LN, False for post-LN.
         activation: "relu" (the paper) or "gelu" (GPT-2).
+        cross_attention: add the cross-attention sublayer (submodules ``cross_attn``, a
+            MultiHeadAttention, and ``norm3``); both are None when False.
     """
 
     def __init__(
@@ -46,13 +57,21 @@ class DecoderBlock(nn.Module):
         dropout: float = 0.0,
         norm_first: bool = True,
         activation: str = "relu",
+        cross_attention: bool = False,
     ):
         super().__init__()
         self.norm_first = norm_first
         self.self_attn = MultiHeadAttention(d_model, n_heads, bias=True, dropout=dropout)
         self.norm1 = nn.LayerNorm(d_model)
-        # Part III adds a cross-attention sublayer here (cross_attn + norm3), between
-        # self-attention and the feed-forward network; Part I's decoder has none.
+        # Part III: the cross-attention sublayer, between self-attention and the feed-forward
+        # network. Its queries come from the decoder, its keys and values from the encoder's
+        # output (the "memory"). Part I's decoder-only model has none.
+        if cross_attention:
+            self.cross_attn = MultiHeadAttention(d_model, n_heads, bias=True, dropout=dropout)
+            self.norm3 = nn.LayerNorm(d_model)
+            self.dropout3 = nn.Dropout(dropout)
+        else:
+            self.cross_attn = self.norm3 = self.dropout3 = None
         self.ff = FeedForward(d_model, d_ff, dropout=dropout, activation=activation)
         self.norm2 = nn.LayerNorm(d_model)
         self.dropout1 = nn.Dropout(dropout)
@@ -64,6 +83,8 @@ class DecoderBlock(nn.Module):
         mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
         return_weights: bool = False,
+        memory: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
     ):
         """x (B, T, D) -> (B, T, D), or (out, self-attention weights (B, H, T, P + T)).
 
@@ -71,26 +92,93 @@ class DecoderBlock(nn.Module):
         to (B, H, T, P + T)) is an *extra* restriction combined with it, e.g. a padding mask.
         With ``cache`` (a KVCache holding P earlier positions) x holds the T new positions:
         their keys/values are appended to the cache and they attend to all P + T positions.
+
+        A block built with ``cross_attention=True`` also needs ``memory`` (B, S, D), the
+        encoder's output, and takes ``memory_mask`` (bool, True = may attend, broadcastable
+        to (B, H, T, S); usually the source's ``padding_mask`` (B, 1, 1, S)). Cross attention
+        has no causal mask: every target position may read every (real) source position.
+        With ``return_weights`` such a block returns a triple
+        ``(out, self-attention weights (B, H, T, P + T), cross-attention weights (B, H, T, S))``.
+        The KV cache is for self-attention only; cross attention reads ``memory`` afresh.
         """
         if x.dim() != 3:
             raise ValueError(f"expected x of shape (B, T, D), got shape {tuple(x.shape)}")
         B, T, _ = x.shape
         past = cache.length if cache is not None else 0
         attn_mask = self._self_attention_mask(B, T, past, mask, x.device)
+        self._check_memory(x, memory, memory_mask)
 
+        cross_weights = None
         if self.norm_first:
             a, weights = self._self_attention(self.norm1(x), attn_mask, cache)
             x = x + a
+            if self.cross_attn is not None:
+                c, cross_weights = self._cross_attention(self.norm3(x), memory, memory_mask)
+                x = x + c
             x = x + self.dropout2(self.ff(self.norm2(x)))
         else:
             a, weights = self._self_attention(x, attn_mask, cache)
             x = self.norm1(x + a)
+            if self.cross_attn is not None:
+                c, cross_weights = self._cross_attention(x, memory, memory_mask)
+                x = self.norm3(x + c)
             x = self.norm2(x + self.dropout2(self.ff(x)))
-        return (x, weights) if return_weights else x
+        if not return_weights:
+            return x
+        return (x, weights, cross_weights) if self.cross_attn is not None else (x, weights)
 
     def _self_attention(self, x, mask, cache):
         out, weights = self.self_attn(x, mask=mask, cache=cache, return_weights=True)
         return self.dropout1(out), weights
+
+    def _cross_attention(self, x, memory, memory_mask):
+        # The same MultiHeadAttention as self-attention: queries from x, keys/values from memory.
+        out, weights = self.cross_attn(x, context=memory, mask=memory_mask, return_weights=True)
+        return self.dropout3(out), weights
+
+    def _check_memory(self, x, memory, memory_mask):
+        """memory is required with cross attention and refused without; check its shape."""
+        if self.cross_attn is None:
+            if memory is not None or memory_mask is not None:
+                raise ValueError(
+                    "this block has no cross attention (cross_attention=False), "
+                    "got memory or memory_mask"
+                )
+            return
+        D = self.cross_attn.d_model
+        if not isinstance(memory, torch.Tensor):
+            raise ValueError(
+                f"expected memory (B, T_src, {D}) for a block with cross attention, "
+                f"got {type(memory).__name__}"
+            )
+        if memory.dim() != 3 or memory.shape[-1] != D:
+            raise ValueError(
+                f"expected memory of shape (B, T_src, {D}), got shape {tuple(memory.shape)}"
+            )
+        if memory.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"expected memory with the batch size of x, got x of shape {tuple(x.shape)} "
+                f"and memory of shape {tuple(memory.shape)}"
+            )
+        if not memory.is_floating_point():
+            raise ValueError(f"expected memory to be a floating-point tensor, got {memory.dtype}")
+        if memory_mask is None:
+            return
+        if memory_mask.dtype != torch.bool:
+            raise ValueError(
+                f"expected a memory_mask of dtype torch.bool (True = may attend), "
+                f"got {memory_mask.dtype}"
+            )
+        target = (x.shape[0], self.cross_attn.n_heads, x.shape[1], memory.shape[1])
+        try:
+            fits = torch.broadcast_shapes(memory_mask.shape, target) == torch.Size(target)
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError(
+                f"expected a memory_mask broadcastable to (B, H, T, T_src) = {target}, "
+                f"got shape {tuple(memory_mask.shape)}"
+            )
 
     def _self_attention_mask(self, B, T, past, mask, device):
         """The causal mask, AND the caller's extra mask after checking it broadcasts."""
