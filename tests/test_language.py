@@ -452,3 +452,9 @@ def test_translation_is_deterministic_injective_and_head_final(lang):
         assert alignment[-1] == lang.analyse(source).verb  # verb last
     assert len(set(lang.target_words)) == len(lang.words) == len(lang.target_words)
     assert not set(lang.target_words) & set(lang.words)
+
+
+def test_sample_equals_the_words_of_sample_trees(lang):
+    """The fast word sampler makes the same draws as the tree sampler."""
+    for seed in (0, 1, 99):
+        assert lang.sample(300, seed=seed) == [t.words() for t in lang.sample_trees(300, seed)]

@@ -31,6 +31,7 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import accumulate
 
 import numpy as np
 
@@ -165,13 +166,36 @@ class Grammar:
             )
 
     # ----------------------------------------------------------------- sampling
+    @cached_property
+    def _cum_weights(self) -> dict[str, list[float]]:
+        """Cumulative rule probabilities per symbol, so each draw needs no summing."""
+        return {lhs: list(accumulate(r.prob for r in alts)) for lhs, alts in self.by_lhs.items()}
+
+    def _draw(self, rng: random.Random, symbol: str) -> Rule:
+        """One rule of ``symbol``, drawn with the rules' probabilities."""
+        return rng.choices(self.by_lhs[symbol], cum_weights=self._cum_weights[symbol])[0]
+
     def sample_tree(self, rng: random.Random, symbol: str | None = None) -> Tree:
         """Expand ``symbol`` (default: the start symbol) by drawing rules from ``rng``."""
-        symbol = self.start if symbol is None else symbol
-        alternatives = self.by_lhs[symbol]
-        rule = rng.choices(alternatives, weights=[r.prob for r in alternatives])[0]
+        rule = self._draw(rng, self.start if symbol is None else symbol)
         children = tuple(self.sample_tree(rng, s) if s in self.by_lhs else s for s in rule.rhs)
         return Tree(rule, children)
+
+    def sample_words(self, rng: random.Random, symbol: str | None = None) -> list[str]:
+        """The words of :meth:`sample_tree` for the same ``rng`` state, without building the tree.
+
+        Same draws in the same order, so the same sentence; about twice as fast, which
+        matters when every training step samples a fresh batch.
+        """
+        out: list[str] = []
+        stack = [self.start if symbol is None else symbol]
+        while stack:  # depth first, left to right: the order sample_tree expands in
+            s = stack.pop()
+            if s in self.by_lhs:
+                stack.extend(reversed(self._draw(rng, s).rhs))
+            else:
+                out.append(s)
+        return out
 
     # ------------------------------------------------------------------ parsing
     @cached_property
@@ -528,8 +552,14 @@ class ToyLanguage:
         return [self.grammar.sample_tree(rng) for _ in range(n)]
 
     def sample(self, n: int, seed: int) -> list[list[str]]:
-        """``n`` sentences (lists of words) drawn independently with ``seed``."""
-        return [t.words() for t in self.sample_trees(n, seed)]
+        """``n`` sentences (lists of words) drawn independently with ``seed``.
+
+        The same sentences as ``sample_trees(n, seed)``, without keeping the trees.
+        """
+        if n < 0:
+            raise ValueError(f"expected a non-negative number of sentences, got {n}")
+        rng = random.Random(seed)
+        return [self.grammar.sample_words(rng) for _ in range(n)]
 
     # ----------------------------------------------------------- probabilities
     def log_prob(self, words: list[str]) -> float:
