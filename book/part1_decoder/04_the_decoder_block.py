@@ -47,7 +47,7 @@ if "google.colab" in sys.modules:
 #
 # - write the feed-forward network and layer normalisation in a few lines each;
 # - explain why $x + f(x)$ lets gradients through a deep stack, with a measurement;
-# - tell pre-LN from post-LN, say which one the 2017 paper used, and show what goes wrong
+# - tell {term}`pre-LN` from {term}`post-LN`, say which one the 2017 paper used, and show what goes wrong
 #   with post-LN when training starts at a high learning rate without warmup;
 # - see why PyTorch calls a GPT block an *encoder* layer;
 # - count the parameters of the whole model from its hyper-parameters;
@@ -377,7 +377,7 @@ for norm_first in (True, False):
 #
 # The token embedding is a `(V, D)` table mapping tokens to vectors; the LM head is a
 # `(V, D)` matrix scoring vectors against tokens. Press and Wolf
-# {cite}`press2017using` proposed using **one** matrix for both, and the 2017 transformer
+# {cite}`press2017using` proposed using **one** matrix for both ({term}`weight tying`), and the 2017 transformer
 # does the same (section 3.4). It saves $V \cdot D$ parameters and ties the two views of a
 # token together: the logit of token $v$ is the dot product of the final vector with
 # $v$'s own embedding. In `tinyformer` it is the default, and it really is one tensor:
