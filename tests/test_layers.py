@@ -194,3 +194,12 @@ def test_layers_work_in_float64_and_follow_the_device():
     for module in (*modules, FeedForward(8, 16)):
         out = module.to("meta")(x)
         assert out.device.type == "meta" and out.shape == (2, 3, 8)
+
+
+def test_positional_module_factory():
+    from tinyformer.layers import positional_module
+
+    assert isinstance(positional_module("learned", 8, 4), LearnedPositionalEmbedding)
+    assert isinstance(positional_module("sinusoidal", 8, 4), SinusoidalPositionalEncoding)
+    with pytest.raises(ValueError, match=r"'learned' or 'sinusoidal', got 'rotary'"):
+        positional_module("rotary", 8, 4)

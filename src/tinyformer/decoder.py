@@ -14,9 +14,8 @@ from torch import nn
 from tinyformer.attention import KVCache, MultiHeadAttention, causal_mask
 from tinyformer.layers import (
     FeedForward,
-    LearnedPositionalEmbedding,
-    SinusoidalPositionalEncoding,
     TokenEmbedding,
+    positional_module,
 )
 
 
@@ -233,17 +232,12 @@ class DecoderLM(nn.Module):
         activation: str = "relu",
     ):
         super().__init__()
-        if positional not in ("learned", "sinusoidal"):
-            raise ValueError(f"expected positional 'learned' or 'sinusoidal', got {positional!r}")
         self.vocab_size, self.d_model, self.n_heads = vocab_size, d_model, n_heads
         self.n_layers, self.d_ff, self.max_len = n_layers, d_ff, max_len
         self.norm_first, self.positional, self.tie_weights = norm_first, positional, tie_weights
 
         self.tok_emb = TokenEmbedding(vocab_size, d_model)
-        if positional == "learned":
-            self.pos = LearnedPositionalEmbedding(max_len, d_model)
-        else:
-            self.pos = SinusoidalPositionalEncoding(d_model, max_len)
+        self.pos = positional_module(positional, max_len, d_model)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
             DecoderBlock(d_model, n_heads, d_ff, dropout, norm_first, activation)

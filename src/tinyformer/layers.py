@@ -29,6 +29,7 @@ __all__ = [
     "LearnedPositionalEmbedding",
     "SinusoidalPositionalEncoding",
     "TokenEmbedding",
+    "positional_module",
 ]
 
 
@@ -166,3 +167,16 @@ class FeedForward(nn.Module):
                 f"expected x with last dimension d_model={self.d_model}, got shape {tuple(x.shape)}"
             )
         return self.linear2(self.dropout(self.activation(self.linear1(x))))
+
+
+def positional_module(kind: str, max_len: int, d_model: int) -> nn.Module:
+    """The positional module every model adds to its token embeddings.
+
+    ``kind`` is ``"learned"`` (a trained ``(max_len, D)`` table, as in GPT-2 and BERT) or
+    ``"sinusoidal"`` (the fixed formula of Vaswani et al., 2017).
+    """
+    if kind == "learned":
+        return LearnedPositionalEmbedding(max_len, d_model)
+    if kind == "sinusoidal":
+        return SinusoidalPositionalEncoding(d_model, max_len)
+    raise ValueError(f"expected positional 'learned' or 'sinusoidal', got {kind!r}")

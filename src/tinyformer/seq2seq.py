@@ -29,9 +29,8 @@ from tinyformer.attention import KVCache
 from tinyformer.decoder import DecoderBlock
 from tinyformer.encoder import Encoder
 from tinyformer.layers import (
-    LearnedPositionalEmbedding,
-    SinusoidalPositionalEncoding,
     TokenEmbedding,
+    positional_module,
 )
 
 __all__ = ["EncoderDecoder", "beam_search", "greedy_decode", "sequence_log_prob"]
@@ -70,8 +69,6 @@ class EncoderDecoder(nn.Module):
         activation: str = "relu",
     ):
         super().__init__()
-        if positional not in ("learned", "sinusoidal"):
-            raise ValueError(f"expected positional 'learned' or 'sinusoidal', got {positional!r}")
         self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
         self.d_model, self.n_heads, self.d_ff, self.max_len = d_model, n_heads, d_ff, max_len
         self.norm_first, self.pad_id = norm_first, pad_id
@@ -91,10 +88,7 @@ class EncoderDecoder(nn.Module):
         )
         # The decoder: DecoderLM's layout, with cross attention in every block.
         self.tok_emb = TokenEmbedding(tgt_vocab_size, d_model)
-        if positional == "learned":
-            self.pos = LearnedPositionalEmbedding(max_len, d_model)
-        else:
-            self.pos = SinusoidalPositionalEncoding(d_model, max_len)
+        self.pos = positional_module(positional, max_len, d_model)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
             DecoderBlock(
