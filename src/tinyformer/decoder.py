@@ -181,6 +181,8 @@ class DecoderBlock(nn.Module):
 
     def _self_attention_mask(self, B, T, past, mask, device):
         """The causal mask, AND the caller's extra mask after checking it broadcasts."""
+        if mask is None and T == 1:
+            return None  # one new query after the cache: it may read every key, so no mask
         causal = causal_mask(T, device=device, offset=past)  # (T, P + T)
         if mask is None:
             return causal
