@@ -3,6 +3,7 @@
 #   make book       build the book into _build/html with zero warnings
 #   make notebooks  format each .py twin, sync it with its notebook, re-execute the notebook in place
 #   make lint       ruff on the package, tests, benchmarks and notebooks
+#   make bench      time attention, training, generation and the notebooks; JSON in benchmarks/results/
 
 PYTHON ?= python3
 VENV   := .venv
@@ -11,7 +12,7 @@ STAMP  := $(VENV)/.installed
 # Every chapter's .py twin; `make notebooks NB=book/part1_decoder/01_the_toy_language.py` runs one.
 NB ?= $(shell find book -name '*.py' -not -path '*/.ipynb_checkpoints/*' -not -path 'book/_ext/*' | sort)
 
-.PHONY: test book notebooks lint clean
+.PHONY: test book notebooks lint clean bench
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,3 +39,12 @@ lint: $(STAMP)
 
 clean:
 	rm -rf _build
+
+# Each script measures in one process and writes benchmarks/results/<name>.json (<name>-cuda.json
+# on a GPU). Minutes on two cores; `make bench BENCH_ARGS="--quick --out /tmp/bench"` is a smoke test.
+BENCH_ARGS ?=
+bench: $(STAMP)
+	@for script in attention_scaling training_throughput generation notebooks; do \
+		echo "== benchmarks/$$script.py"; \
+		$(BIN)/python benchmarks/$$script.py $(BENCH_ARGS) || exit 1; \
+	done

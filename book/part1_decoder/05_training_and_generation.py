@@ -842,7 +842,7 @@ with torch.no_grad():
     readers_silenced = (verb_margin(model(ids[:, :-1])) > 0).float().mean().item()
 for handle in handles:
     handle.remove()
-print("heads that read the subject's number:", [f"layer {l + 1}, head {h + 1}" for l, h in readers])
+print("heads that read the subject's number:", [f"layer {i + 1}, head {h + 1}" for i, h in readers])
 print(f"agreement accuracy with all of them silenced: {readers_silenced:.3f}")
 
 # %% [markdown]

@@ -97,7 +97,9 @@ def _check_mask(mask: torch.Tensor, scores_shape: torch.Size) -> None:
     # Broadcasting rule, checked by hand (torch.broadcast_shapes costs ~0.2 ms per call):
     # aligned from the right, each of the mask's sizes is 1 or the scores' size.
     m, s = tuple(mask.shape), tuple(scores_shape)
-    fits = len(m) <= len(s) and all(a in (1, b) for a, b in zip(reversed(m), reversed(s)))
+    fits = len(m) <= len(s) and all(
+        a in (1, b) for a, b in zip(reversed(m), reversed(s), strict=False)
+    )
     if not fits:
         raise ValueError(
             f"mask of shape {tuple(mask.shape)} does not broadcast to the attention scores "

@@ -1,0 +1,128 @@
+"""Generation speed with and without the KV cache, for two decoder-only models.
+
+``tinyformer.generate.generate`` continues a one-token prompt by N new tokens (batch 1,
+sampling at temperature 1 from a generator seeded afresh for every run), once with the KV
+cache (``use_cache=True``: one new token per step through every layer, attending over the
+cached keys and values) and once without (``use_cache=False``: the whole prefix through
+every layer at every step). The two must produce the same tokens; the script records
+whether they did. Models, with random weights:
+
+- ``chapter5``: the language model of Chapter 5, ``DecoderLM(V, d_model=64, n_heads=4,
+  n_layers=2, d_ff=256)`` over the toy language's vocabulary;
+- ``baby_gpt``: nanoGPT's "baby GPT" shape, 6 layers, 6 heads, d_model 384, d_ff 1536,
+  over a 65-token vocabulary.
+
+Reported: new tokens per second each way and their ratio (cache / no cache) per N. The
+course's target is a ratio of at least 5 for ``baby_gpt`` at N = 256 on a CPU.
+
+Run: ``python benchmarks/generation.py [--quick] [--out DIR]``.
+"""
+
+from __future__ import annotations
+
+import torch
+from common import log, measure, parse_args, pick_device, write_json
+
+from tinyformer.decoder import DecoderLM
+from tinyformer.generate import generate
+from tinyformer.language import ToyLanguage
+from tinyformer.vocab import Vocab
+
+NEW_TOKENS = (64, 256, 1024)
+QUICK_NEW_TOKENS = (16, 32)
+SEED = 0
+
+
+def models(max_len: int) -> dict:
+    """The two model shapes, as keyword arguments of DecoderLM."""
+    toy_vocab = len(Vocab(ToyLanguage().words))
+    return {
+        "chapter5": dict(
+            vocab_size=toy_vocab, d_model=64, n_heads=4, n_layers=2, d_ff=256, max_len=max_len
+        ),
+        "baby_gpt": dict(
+            vocab_size=65, d_model=384, n_heads=6, n_layers=6, d_ff=1536, max_len=max_len
+        ),
+    }
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0])
+    device = pick_device()
+    new_tokens = QUICK_NEW_TOKENS if args.quick else NEW_TOKENS
+    repeats, budget = (2, 5.0) if args.quick else (3, 30.0)
+    max_len = 1 + max(new_tokens)  # the prompt's token plus every new one
+
+    results = {}
+    for name, config in models(max_len).items():
+        torch.manual_seed(0)
+        model = DecoderLM(**config).to(device).eval()
+        prompt = torch.zeros(1, 1, dtype=torch.long, device=device)  # one token, id 0
+
+        def run(n: int, use_cache: bool, model=model, prompt=prompt) -> torch.Tensor:
+            generator = torch.Generator().manual_seed(SEED)  # the same draws every run
+            return generate(model, prompt, n, generator=generator, use_cache=use_cache)
+
+        for use_cache in (True, False):  # warm up both code paths
+            run(8, use_cache)
+
+        rows = []
+        for n in new_tokens:
+            outputs, timings = {}, {}
+            for use_cache in (True, False):
+                key = "cache" if use_cache else "no_cache"
+
+                def step(n=n, use_cache=use_cache, key=key, outputs=outputs):
+                    outputs[key] = run(n, use_cache)
+
+                timings[key] = measure(step, device, repeats=repeats, warmup=0, budget=budget)
+            identical = torch.equal(outputs["cache"], outputs["no_cache"])
+            tokens_per_s = {key: n / t["median_s"] for key, t in timings.items()}
+            speedup = tokens_per_s["cache"] / tokens_per_s["no_cache"]
+            log(
+                f"{name:8s} N={n:5d}: cache {tokens_per_s['cache']:9.1f} tok/s, "
+                f"no cache {tokens_per_s['no_cache']:9.1f} tok/s, ratio {speedup:6.2f}, "
+                f"identical {identical}"
+            )
+            rows.append(
+                {
+                    "new_tokens": n,
+                    "identical": identical,
+                    "median_s": {key: t["median_s"] for key, t in timings.items()},
+                    "runs": {key: len(t["rounds_s"]) * t["number"] for key, t in timings.items()},
+                    "tokens_per_s": tokens_per_s,
+                    "speedup_cache_over_no_cache": speedup,
+                    # Keys and values, float32, of every layer at the final length, one sequence.
+                    "kv_cache_bytes": 2 * config["n_layers"] * (1 + n) * config["d_model"] * 4,
+                }
+            )
+        results[name] = {
+            "config": config,
+            "parameters": model.num_parameters(),
+            "rows": rows,
+        }
+
+    write_json(
+        "generation",
+        {
+            "quick": args.quick,
+            "what": "new tokens per second of tinyformer.generate.generate, with and without KV cache",
+            "setup": {
+                "batch": 1,
+                "prompt_tokens": 1,
+                "temperature": 1.0,
+                "seed": SEED,
+                "new_tokens": list(new_tokens),
+                "device": device.type,
+            },
+            "target": {"model": "baby_gpt", "new_tokens": 256, "min_speedup": 5.0},
+            "identical": all(row["identical"] for r in results.values() for row in r["rows"]),
+            "results": results,
+        },
+        args.out,
+        device,
+    )
+
+
+if __name__ == "__main__":
+    main()
