@@ -458,3 +458,17 @@ def test_sample_equals_the_words_of_sample_trees(lang):
     """The fast word sampler makes the same draws as the tree sampler."""
     for seed in (0, 1, 99):
         assert lang.sample(300, seed=seed) == [t.words() for t in lang.sample_trees(300, seed)]
+
+
+def test_rule_draws_are_those_of_random_choices(lang):
+    """_draw is random.choices with cumulative weights, minus its checks: same rule, same state.
+
+    So the sentences every seed gives (and every stored notebook output) stay as they were.
+    """
+    grammar = lang.grammar
+    ours, theirs = random.Random(7), random.Random(7)
+    for symbol in itertools.islice(itertools.cycle(sorted(grammar.by_lhs)), 5000):
+        rules = grammar.by_lhs[symbol]
+        cum_weights = list(itertools.accumulate(r.prob for r in rules))
+        assert grammar._draw(ours, symbol) is theirs.choices(rules, cum_weights=cum_weights)[0]
+    assert ours.getstate() == theirs.getstate()

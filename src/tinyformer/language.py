@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import random
+from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import cached_property
@@ -172,8 +173,14 @@ class Grammar:
         return {lhs: list(accumulate(r.prob for r in alts)) for lhs, alts in self.by_lhs.items()}
 
     def _draw(self, rng: random.Random, symbol: str) -> Rule:
-        """One rule of ``symbol``, drawn with the rules' probabilities."""
-        return rng.choices(self.by_lhs[symbol], cum_weights=self._cum_weights[symbol])[0]
+        """One rule of ``symbol``, drawn with the rules' probabilities.
+
+        Exactly what ``rng.choices(rules, cum_weights=cw)[0]`` computes, from the same single
+        ``rng.random()``, so the same rule; without that function's per-call checks it is
+        about twice as fast, and every training step draws thousands of rules.
+        """
+        rules, cum_weights = self.by_lhs[symbol], self._cum_weights[symbol]
+        return rules[bisect_right(cum_weights, rng.random() * cum_weights[-1], 0, len(rules) - 1)]
 
     def sample_tree(self, rng: random.Random, symbol: str | None = None) -> Tree:
         """Expand ``symbol`` (default: the start symbol) by drawing rules from ``rng``."""
