@@ -11,7 +11,7 @@ post-LN (``norm_first=False``) is what the 2017 paper "Attention Is All You Need
 import torch
 from torch import nn
 
-from tinyformer.attention import KVCache, MultiHeadAttention, causal_mask
+from tinyformer.attention import KVCache, MultiHeadAttention, broadcasts_to, causal_mask
 from tinyformer.layers import (
     FeedForward,
     TokenEmbedding,
@@ -169,11 +169,7 @@ class DecoderBlock(nn.Module):
                 f"got {memory_mask.dtype}"
             )
         target = (x.shape[0], self.cross_attn.n_heads, x.shape[1], memory.shape[1])
-        try:
-            fits = torch.broadcast_shapes(memory_mask.shape, target) == torch.Size(target)
-        except RuntimeError:
-            fits = False
-        if not fits:
+        if not broadcasts_to(memory_mask.shape, target):
             raise ValueError(
                 f"expected a memory_mask broadcastable to (B, H, T, T_src) = {target}, "
                 f"got shape {tuple(memory_mask.shape)}"
@@ -191,11 +187,7 @@ class DecoderBlock(nn.Module):
                 f"expected a mask of dtype torch.bool (True = may attend), got {mask.dtype}"
             )
         target = (B, self.self_attn.n_heads, T, past + T)
-        try:
-            fits = torch.broadcast_shapes(mask.shape, target) == torch.Size(target)
-        except RuntimeError:
-            fits = False
-        if not fits:
+        if not broadcasts_to(mask.shape, target):
             raise ValueError(
                 f"expected a mask broadcastable to (B, H, T_q, T_k) = {target}, "
                 f"got shape {tuple(mask.shape)}"
