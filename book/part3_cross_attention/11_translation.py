@@ -73,7 +73,7 @@ from matplotlib_inline.backend_inline import set_matplotlib_formats
 from tinyformer.language import ToyLanguage
 from tinyformer.plot import plot_attention, plot_loss_curve
 from tinyformer.seq2seq import EncoderDecoder, beam_search, greedy_decode
-from tinyformer.train import set_seed, train
+from tinyformer.train import lm_loss, set_seed, train
 from tinyformer.vocab import Vocab
 
 set_seed(0)  # seeds Python, NumPy and torch
@@ -284,8 +284,7 @@ def get_batch(step):
 
 def translation_loss(model, inputs, targets):
     """Mean cross-entropy per target token (words and <eos>); pads are ignored."""
-    logits = model(*inputs)  # (B, T, V)
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=PAD)
+    return lm_loss(model(*inputs), targets, PAD)  # logits (B, T, V); Part I's loss
 
 
 dev_pairs = [p for p in lang.sample_pairs(300, seed=DEV_SEED) if len(p[0]) <= MAX_TRAIN_WORDS]
@@ -393,15 +392,19 @@ assert len(test_pairs) == 1_000
 
 
 # %%
-def scores(output, tgt_out):
-    """output (B, 1 + n) from a decoder, tgt_out (B, T) -> (exact match, token accuracy)."""
+def correct_tokens(output, tgt_out):
+    """output (B, 1 + n) from a decoder, tgt_out (B, T) -> (correct, real), each (B, T):
+    which reference tokens the output has at the same position, and which are not padding."""
     generated = output[:, 1:]  # drop <bos>
-    T = tgt_out.shape[1]
-    if generated.shape[1] < T:  # stopped early: pad to the reference's width
-        generated = F.pad(generated, (0, T - generated.shape[1]), value=PAD)
-    generated = generated[:, :T]
+    T = tgt_out.shape[1]  # pad a batch that stopped early to the reference's width, or cut
+    generated = F.pad(generated, (0, max(0, T - generated.shape[1])), value=PAD)[:, :T]
     real = tgt_out != PAD
-    correct = (generated == tgt_out) & real
+    return (generated == tgt_out) & real, real
+
+
+def scores(output, tgt_out):
+    """-> (exact match, token accuracy) of a decoder's output against the reference."""
+    correct, real = correct_tokens(output, tgt_out)
     exact = (correct | ~real).all(dim=1).float().mean().item()
     token = (correct.sum() / real.sum()).item()
     return exact, token
@@ -648,11 +651,9 @@ long_out = greedy_decode(model, long_src, max_new_tokens=MAX_LEN, **ids)
 
 
 def exact_by_length(pairs, output, tgt_out):
-    generated = output[:, 1:]
-    T = tgt_out.shape[1]
-    generated = F.pad(generated, (0, max(0, T - generated.shape[1])), value=PAD)[:, :T]
-    real = tgt_out != PAD
-    exact = ((generated == tgt_out) | ~real).all(dim=1).tolist()
+    """{source length: (exact match, number of sentences)}."""
+    correct, real = correct_tokens(output, tgt_out)
+    exact = (correct | ~real).all(dim=1).tolist()
     by_length = {}
     for (s, _, _), ok in zip(pairs, exact, strict=True):
         by_length.setdefault(len(s), []).append(ok)
