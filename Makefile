@@ -10,7 +10,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Every chapter's .py twin; `make notebooks NB=book/part1_decoder/01_the_toy_language.py` runs one.
-NB ?= $(shell find book -name '*.py' -not -path '*/.ipynb_checkpoints/*' -not -path 'book/_ext/*' | sort)
+NB ?= $(shell find book -name '*.py' -not -path '*/.ipynb_checkpoints/*' | sort)
 
 .PHONY: test book notebooks lint clean bench
 

@@ -27,7 +27,7 @@ SKIP = {"book/appendix/performance"}  # the page that plots these numbers
 
 
 def toc_notebooks() -> list[Path]:
-    """Every notebook listed in _toc.yml, in its order (Markdown pages and book/_ext left out)."""
+    """Every notebook listed in _toc.yml, in its order (Markdown pages left out)."""
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     files = [toc["root"]]
 
@@ -43,7 +43,7 @@ def toc_notebooks() -> list[Path]:
     notebooks = []
     for name in files:
         path = ROOT / f"{name}.ipynb"
-        if name in SKIP or not path.exists() or "_ext" in path.relative_to(ROOT).parts:
+        if name in SKIP or not path.exists():
             continue
         notebooks.append(path)
     return notebooks

@@ -31,8 +31,7 @@ def test_every_notebook_has_its_py_twin_and_back():
     orphans = [
         str(p.relative_to(ROOT))
         for p in BOOK.rglob("*.py")
-        if not p.with_suffix(".ipynb").exists()
-        and not {".ipynb_checkpoints", "_ext"} & set(p.parts)
+        if not p.with_suffix(".ipynb").exists() and ".ipynb_checkpoints" not in p.parts
     ]
     assert not orphans, f".py twins without a notebook: {orphans}; {FIX}"
 
