@@ -5,7 +5,9 @@ three implementations of the same function, side by side in one process:
 
 - ``plain``: the attention of the book written out here in plain torch,
   softmax(Q K^T / sqrt(d_k)) with the causal mask, times V;
-- ``tinyformer``: ``tinyformer.attention.MultiHeadAttention`` with ``causal_mask(T)``;
+- ``tinyformer``: ``tinyformer.attention.MultiHeadAttention`` with ``causal_mask(T)``,
+  returning its weights as the chapters ask it to (so on its written-out path; without
+  ``return_weights`` it hands the core to ``F.scaled_dot_product_attention``);
 - ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention(..., is_causal=True)``,
   PyTorch's fused kernel.
 
@@ -104,7 +106,7 @@ def main() -> None:
             "plain": lambda x, mask=mask: multi_head(
                 mha, x, lambda q, k, v: plain_attention(q, k, v, mask)
             ),
-            "tinyformer": lambda x, mask=mask: mha(x, mask=mask),
+            "tinyformer": lambda x, mask=mask: mha(x, mask=mask, return_weights=True)[0],
             "sdpa": lambda x: multi_head(
                 mha, x, lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)
             ),

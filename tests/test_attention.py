@@ -176,6 +176,34 @@ def test_mha_equals_heads_written_out():
     assert torch.allclose(mha(x), expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("mask_kind", ["none", "causal", "padding", "fully_masked_row"])
+def test_mha_fused_path_equals_written_out_path(mask_kind):
+    """Without return_weights the module uses F.scaled_dot_product_attention: same outputs,
+    same gradients, as the written-out attention it uses when the weights are wanted."""
+    mha = make_mha().double()
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    ids = torch.tensor([[4, 5, 6, 0, 0], [7, 8, 9, 10, 0]])
+    mask = {
+        "none": None,
+        "causal": causal_mask(5),
+        "padding": padding_mask(ids, pad_id=0) & causal_mask(5),  # (2, 1, 5, 5)
+        "fully_masked_row": torch.ones(5, 5, dtype=torch.bool).index_fill(
+            0, torch.tensor([2]), False
+        ),
+    }[mask_kind]
+    grads = []
+    for return_weights in (False, True):
+        x_ = x.clone().requires_grad_(True)
+        mha.zero_grad()
+        out = mha(x_, mask=mask, return_weights=return_weights)
+        out = out[0] if return_weights else out
+        out.pow(2).sum().backward()
+        grads.append((out.detach(), x_.grad, mha.q_proj.weight.grad.clone()))
+    for fused, written_out in zip(*grads, strict=True):
+        assert torch.allclose(fused, written_out, atol=1e-10)
+        assert not fused.isnan().any()
+
+
 def test_mha_causality_through_gradients():
     mha = make_mha().double()
     T = 6
@@ -251,6 +279,43 @@ def test_kv_cache_prefill_then_chunks_with_offset_mask():
     a = mha(x[:, :4], cache=cache, mask=causal_mask(4))  # prompt, empty cache
     b = mha(x[:, 4:], cache=cache, mask=causal_mask(3, offset=4))
     assert torch.allclose(torch.cat([a, b], dim=1), full, atol=1e-6)
+
+
+def test_kv_cache_grows_in_place_and_keeps_its_contents():
+    cache = KVCache()
+    k, v = torch.randn(2, 3, 9, 4), torch.randn(2, 3, 9, 4)
+    with torch.no_grad():
+        cache.append(k[:, :, :2], v[:, :, :2])  # a prompt of 2, then one token at a time
+        for t in range(2, 9):
+            k_all, v_all = cache.append(k[:, :, t : t + 1], v[:, :, t : t + 1])
+            assert torch.equal(k_all, k[:, :, : t + 1]) and torch.equal(v_all, v[:, :, : t + 1])
+    assert cache.length == 9
+    # The buffer doubled (2 -> 4 -> 8 -> 16): 3 copies of the past, not one per token.
+    assert cache._k.shape[-2] == 16
+
+
+def test_kv_cache_select_reorders_rows():
+    cache = KVCache()
+    k, v = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
+    cache.append(k, v)
+    rows = torch.tensor([2, 2, 0])
+    cache.select(rows)
+    assert torch.equal(cache.k, k[rows]) and torch.equal(cache.v, v[rows])
+    cache.append(torch.zeros(3, 2, 1, 4), torch.zeros(3, 2, 1, 4))  # and it still grows
+    assert cache.length == 5 and torch.equal(cache.k[:, :, :4], k[rows])
+
+
+def test_kv_cache_under_autograd_backpropagates_like_the_full_forward():
+    # With gradients recorded the cache concatenates instead of writing into its buffer,
+    # so every step's graph stays valid and the gradients match one full forward pass.
+    mha = make_mha()
+    x = torch.randn(2, 5, 16, requires_grad=True)
+    mha(x, mask=causal_mask(5)).square().sum().backward()
+    full_grad, x.grad = x.grad, None
+    cache = KVCache()
+    steps = [mha(x[:, t : t + 1], cache=cache) for t in range(5)]
+    torch.cat(steps, dim=1).square().sum().backward()
+    assert torch.allclose(x.grad, full_grad, atol=1e-5)
 
 
 def test_kv_cache_errors():

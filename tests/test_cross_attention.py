@@ -129,8 +129,11 @@ def test_padded_memory_rows_have_exactly_no_influence():
     changed = torch.where(SRC_REAL[..., None], memory, garbage)
     with torch.no_grad():
         out, w_self, w_cross = block(x, memory=memory, memory_mask=src_mask, return_weights=True)
-        out2 = block(x, memory=changed, memory_mask=src_mask)
+        out2, _, _ = block(x, memory=changed, memory_mask=src_mask, return_weights=True)
+        # and on the fused path (no weights asked for), exactly the same way:
+        fused, fused2 = (block(x, memory=m, memory_mask=src_mask) for m in (memory, changed))
     assert torch.equal(out, out2)
+    assert torch.equal(fused, fused2)
     assert torch.all(w_cross.masked_select(~SRC_REAL[:, None, None, :]) == 0)
 
 

@@ -115,7 +115,8 @@ def test_return_attention_gives_per_layer_weights():
         assert weights.shape == (2, H, 5, 5)
         torch.testing.assert_close(weights.sum(-1), torch.ones(2, H, 5))
         assert torch.all(weights.triu(diagonal=1) == 0)
-    assert torch.equal(model(ids), logits)
+    # Without the weights the attention runs in PyTorch's fused kernel: same up to rounding.
+    torch.testing.assert_close(model(ids), logits)
 
 
 @pytest.mark.parametrize("norm_first", [True, False])

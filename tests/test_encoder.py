@@ -165,7 +165,8 @@ def test_attention_weights_are_full_rows_over_real_keys():
         pad_keys = (~REAL)[:, None, None, :].expand_as(weights)
         assert torch.all(weights[pad_keys] == 0)  # pad keys get nothing
         assert torch.all(weights[0, :, 0, :6] > 0)  # <bos> reads every real token
-    assert torch.equal(model(IDS), h)
+    # Without the weights the attention runs in PyTorch's fused kernel: same up to rounding.
+    torch.testing.assert_close(model(IDS), h)
 
 
 # --- parity with PyTorch --------------------------------------------------------------------

@@ -81,7 +81,8 @@ def test_forward_shapes_and_attention_dict():
     assert [w.shape for w in attention["cross"]] == [(B, H, T, S)] * 2
     for w in attention["cross"]:
         assert torch.all(w.masked_select(~SRC_REAL[:, None, None, :]) == 0)  # pads unread
-    assert torch.equal(model(SRC, TGT_IN), logits)
+    # Without the weights the attention runs in PyTorch's fused kernel: same up to rounding.
+    torch.testing.assert_close(model(SRC, TGT_IN), logits)
 
 
 def test_encode_then_decode_equals_forward():

@@ -149,16 +149,34 @@ class KVCache:
     earlier tokens do not change (causal attention), so we keep them instead of recomputing.
     ``k`` and ``v`` are ``(B, H, T_past, d_k)``, or None while empty. A model keeps a list of
     these, one per layer.
+
+    The keys live in a buffer with room to spare, which doubles when full, and ``k`` is a
+    view of its first T_past positions. Appending one token then writes one token's keys:
+    ``torch.cat`` would copy all T_past of them at every step, O(T^2) copying for a
+    T-token sequence. When autograd is recording (a cached forward that will be
+    backpropagated), ``append`` concatenates instead: writing into a buffer that earlier
+    steps' graphs still read would invalidate them.
     """
 
     def __init__(self) -> None:
-        self.k: torch.Tensor | None = None
-        self.v: torch.Tensor | None = None
+        self._k: torch.Tensor | None = None  # (B, H, capacity, d_k)
+        self._v: torch.Tensor | None = None
+        self._length = 0
 
     @property
     def length(self) -> int:
         """Number of cached positions T_past (0 when empty)."""
-        return 0 if self.k is None else self.k.shape[-2]
+        return self._length
+
+    @property
+    def k(self) -> torch.Tensor | None:
+        """Cached keys ``(B, H, T_past, d_k)``, or None while empty."""
+        return None if self._k is None else self._k[:, :, : self._length]
+
+    @property
+    def v(self) -> torch.Tensor | None:
+        """Cached values ``(B, H, T_past, d_k)``, or None while empty."""
+        return None if self._v is None else self._v[:, :, : self._length]
 
     def append(self, k_new: torch.Tensor, v_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Add keys/values ``(B, H, T_new, d_k)``; return all ``(B, H, T_past + T_new, d_k)``."""
@@ -167,17 +185,42 @@ class KVCache:
                 f"expected new keys and values of the same shape (B, H, T_new, d_k), got "
                 f"{tuple(k_new.shape)} and {tuple(v_new.shape)}"
             )
-        if self.k is None:
-            self.k, self.v = k_new, v_new
+        if self._k is not None and (
+            k_new.shape[:2] != self._k.shape[:2] or k_new.shape[-1] != self._k.shape[-1]
+        ):
+            raise ValueError(
+                f"new keys of shape {tuple(k_new.shape)} do not fit the cached keys of shape "
+                f"{tuple(self.k.shape)} (B, H and d_k must match)"
+            )
+        T_past, T_new = self._length, k_new.shape[-2]
+        if torch.is_grad_enabled() and (k_new.requires_grad or v_new.requires_grad):
+            self._k = k_new if self._k is None else torch.cat([self.k, k_new], dim=-2)
+            self._v = v_new if self._v is None else torch.cat([self.v, v_new], dim=-2)
         else:
-            if k_new.shape[:2] != self.k.shape[:2] or k_new.shape[-1] != self.k.shape[-1]:
-                raise ValueError(
-                    f"new keys of shape {tuple(k_new.shape)} do not fit the cached keys of shape "
-                    f"{tuple(self.k.shape)} (B, H and d_k must match)"
-                )
-            self.k = torch.cat([self.k, k_new], dim=-2)
-            self.v = torch.cat([self.v, v_new], dim=-2)
+            if self._k is None or T_past + T_new > self._k.shape[-2]:
+                self._grow(k_new, max(T_past + T_new, 2 * T_past))
+            self._k[:, :, T_past : T_past + T_new] = k_new
+            self._v[:, :, T_past : T_past + T_new] = v_new
+        self._length = T_past + T_new
         return self.k, self.v
+
+    def _grow(self, like: torch.Tensor, capacity: int) -> None:
+        """Move the cached positions into new buffers of ``capacity`` positions."""
+        B, H, _, d_k = like.shape
+        k, v = like.new_empty(B, H, capacity, d_k), like.new_empty(B, H, capacity, d_k)
+        if self._k is not None:
+            k[:, :, : self._length] = self.k
+            v[:, :, : self._length] = self.v
+        self._k, self._v = k, v
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep batch rows ``rows`` (a long tensor, repeats allowed), in that order.
+
+        Beam search calls this after each step: every surviving hypothesis continues from
+        its parent's keys and values.
+        """
+        if self._k is not None:
+            self._k, self._v = self._k[rows], self._v[rows]
 
     def __repr__(self) -> str:
         return f"KVCache(length={self.length})"
@@ -244,7 +287,9 @@ class MultiHeadAttention(nn.Module):
                 T_k = cache length after appending. The mask, if any, must then cover
                 (T_q, T_past + T_q), e.g. ``causal_mask(T_q, offset=T_past)``; feeding one
                 token at a time needs no mask.
-            return_weights: also return the attention weights.
+            return_weights: also return the attention weights. Without them (and without
+                dropout) the attention runs in ``F.scaled_dot_product_attention``, the same
+                computation fused into one kernel.
 
         Returns:
             ``out (B, T_q, D)``, or ``(out, weights (B, H, T_q, T_k))`` if ``return_weights``.
@@ -271,7 +316,16 @@ class MultiHeadAttention(nn.Module):
             k, v = cache.append(k, v)  # (B, H, T_past + T_q, d_k)
 
         dropout_p = self.dropout if self.training else 0.0
-        out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=dropout_p)
+        if return_weights or dropout_p > 0.0:
+            out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=dropout_p)
+        else:
+            # Nobody wants the weights: PyTorch's fused kernel computes the same softmax
+            # without storing the (B, H, T_q, T_k) weights, about a tenth off a small model's
+            # training step (nn.MultiheadAttention does the same with need_weights=False).
+            # The tests check that both paths agree, fully masked rows included.
+            if mask is not None:
+                _check_mask(mask, (*q.shape[:-1], k.shape[-2]))
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         out = self.out_proj(self._merge_heads(out))  # (B, T_q, D)
         return (out, weights) if return_weights else out
 

@@ -109,30 +109,36 @@ class DecoderBlock(nn.Module):
 
         cross_weights = None
         if self.norm_first:
-            a, weights = self._self_attention(self.norm1(x), attn_mask, cache)
+            a, weights = self._self_attention(self.norm1(x), attn_mask, cache, return_weights)
             x = x + a
             if self.cross_attn is not None:
-                c, cross_weights = self._cross_attention(self.norm3(x), memory, memory_mask)
+                c, cross_weights = self._cross_attention(
+                    self.norm3(x), memory, memory_mask, return_weights
+                )
                 x = x + c
             x = x + self.dropout2(self.ff(self.norm2(x)))
         else:
-            a, weights = self._self_attention(x, attn_mask, cache)
+            a, weights = self._self_attention(x, attn_mask, cache, return_weights)
             x = self.norm1(x + a)
             if self.cross_attn is not None:
-                c, cross_weights = self._cross_attention(x, memory, memory_mask)
+                c, cross_weights = self._cross_attention(x, memory, memory_mask, return_weights)
                 x = self.norm3(x + c)
             x = self.norm2(x + self.dropout2(self.ff(x)))
         if not return_weights:
             return x
         return (x, weights, cross_weights) if self.cross_attn is not None else (x, weights)
 
-    def _self_attention(self, x, mask, cache):
-        out, weights = self.self_attn(x, mask=mask, cache=cache, return_weights=True)
+    def _self_attention(self, x, mask, cache, return_weights):
+        """(dropout(attention output), weights or None): weights only when asked for, since
+        computing them rules out PyTorch's fused attention kernel."""
+        out = self.self_attn(x, mask=mask, cache=cache, return_weights=return_weights)
+        out, weights = out if return_weights else (out, None)
         return self.dropout1(out), weights
 
-    def _cross_attention(self, x, memory, memory_mask):
+    def _cross_attention(self, x, memory, memory_mask, return_weights):
         # The same MultiHeadAttention as self-attention: queries from x, keys/values from memory.
-        out, weights = self.cross_attn(x, context=memory, mask=memory_mask, return_weights=True)
+        out = self.cross_attn(x, context=memory, mask=memory_mask, return_weights=return_weights)
+        out, weights = out if return_weights else (out, None)
         return self.dropout3(out), weights
 
     def _check_memory(self, x, memory, memory_mask):
@@ -268,8 +274,11 @@ class DecoderLM(nn.Module):
         attention = []
         for i, block in enumerate(self.blocks):
             layer_cache = cache[i] if cache is not None else None
-            x, weights = block(x, cache=layer_cache, return_weights=True)
-            attention.append(weights)
+            if return_attention:
+                x, weights = block(x, cache=layer_cache, return_weights=True)
+                attention.append(weights)
+            else:
+                x = block(x, cache=layer_cache)
         logits = self.lm_head(self.norm_f(x))
         return (logits, attention) if return_attention else logits
 

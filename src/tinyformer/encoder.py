@@ -90,14 +90,20 @@ class EncoderBlock(nn.Module):
         if x.dim() != 3:
             raise ValueError(f"expected x of shape (B, T, D), got shape {tuple(x.shape)}")
         if self.norm_first:
-            a, weights = self.self_attn(self.norm1(x), mask=mask, return_weights=True)
+            a, weights = self._self_attention(self.norm1(x), mask, return_weights)
             x = x + self.dropout1(a)
             x = x + self.dropout2(self.ff(self.norm2(x)))
         else:
-            a, weights = self.self_attn(x, mask=mask, return_weights=True)
+            a, weights = self._self_attention(x, mask, return_weights)
             x = self.norm1(x + self.dropout1(a))
             x = self.norm2(x + self.dropout2(self.ff(x)))
         return (x, weights) if return_weights else x
+
+    def _self_attention(self, x, mask, return_weights):
+        """(attention output, weights or None): weights only when asked for, since computing
+        them rules out PyTorch's fused attention kernel."""
+        out = self.self_attn(x, mask=mask, return_weights=return_weights)
+        return out if return_weights else (out, None)
 
 
 def _check_ids(ids, max_len: int) -> None:
@@ -175,8 +181,11 @@ class Encoder(nn.Module):
         x = self.drop(self.pos(self.tok_emb(ids)))  # (B, T, D)
         attention = []
         for block in self.blocks:
-            x, weights = block(x, mask=mask, return_weights=True)
-            attention.append(weights)
+            if return_attention:
+                x, weights = block(x, mask=mask, return_weights=True)
+                attention.append(weights)
+            else:
+                x = block(x, mask=mask)
         h = self.norm_f(x)
         return (h, attention) if return_attention else h
 
@@ -226,9 +235,10 @@ class MaskedLM(nn.Module):
 
     def forward(self, ids: torch.Tensor, return_attention: bool = False):
         """ids (B, T) long -> logits (B, T, V) [, the encoder's attention weights]."""
+        if not return_attention:
+            return self.head(self.encoder(ids))
         h, attention = self.encoder(ids, return_attention=True)
-        logits = self.head(h)
-        return (logits, attention) if return_attention else logits
+        return self.head(h), attention
 
 
 def mask_tokens(
@@ -337,6 +347,7 @@ class SequenceClassifier(nn.Module):
 
     def forward(self, ids: torch.Tensor, return_attention: bool = False):
         """ids (B, T) long -> logits (B, C) [, the encoder's attention weights]."""
+        if not return_attention:
+            return self.classifier(self.pool(self.encoder(ids), ids))
         h, attention = self.encoder(ids, return_attention=True)
-        logits = self.classifier(self.pool(h, ids))
-        return (logits, attention) if return_attention else logits
+        return self.classifier(self.pool(h, ids)), attention

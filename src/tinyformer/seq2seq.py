@@ -116,9 +116,11 @@ class EncoderDecoder(nn.Module):
         it on to :meth:`decode`. With ``return_attention`` a third item is the encoder's
         per-layer self-attention weights, a list of (B, H, S, S).
         """
-        memory, attention = self.encoder(src, return_attention=True)
         src_mask = self.encoder.mask(src)
-        return (memory, src_mask, attention) if return_attention else (memory, src_mask)
+        if not return_attention:
+            return self.encoder(src), src_mask
+        memory, attention = self.encoder(src, return_attention=True)
+        return memory, src_mask, attention
 
     def decode(
         self,
@@ -143,11 +145,14 @@ class EncoderDecoder(nn.Module):
         self_weights, cross_weights = [], []
         for i, block in enumerate(self.blocks):
             layer_cache = cache[i] if cache is not None else None
-            x, w_self, w_cross = block(
-                x, cache=layer_cache, return_weights=True, memory=memory, memory_mask=src_mask
-            )
-            self_weights.append(w_self)
-            cross_weights.append(w_cross)
+            if return_attention:
+                x, w_self, w_cross = block(
+                    x, cache=layer_cache, return_weights=True, memory=memory, memory_mask=src_mask
+                )
+                self_weights.append(w_self)
+                cross_weights.append(w_cross)
+            else:
+                x = block(x, cache=layer_cache, memory=memory, memory_mask=src_mask)
         logits = self.lm_head(self.norm_f(x))  # (B, T, V_tgt)
         if return_attention:
             return logits, {"decoder_self": self_weights, "cross": cross_weights}
@@ -165,11 +170,12 @@ class EncoderDecoder(nn.Module):
                     f"expected source and target batches of the same size B, got src of shape "
                     f"{tuple(src.shape)} and tgt_in of shape {tuple(tgt_in.shape)}"
                 )
+        if not return_attention:
+            memory, src_mask = self.encode(src)
+            return self.decode(tgt_in, memory, src_mask)
         memory, src_mask, enc_weights = self.encode(src, return_attention=True)
         logits, weights = self.decode(tgt_in, memory, src_mask, return_attention=True)
-        if return_attention:
-            return logits, {"encoder": enc_weights, **weights}
-        return logits
+        return logits, {"encoder": enc_weights, **weights}
 
     # ------------------------------------------------------------------ validation
     def _check_target(self, tgt_in, cache) -> int:
@@ -429,7 +435,7 @@ def _beam(model, memory, src_mask, K, max_new_tokens, bos_id, eos_id, pad_id, le
         tokens = torch.cat([tokens[rows], next_id.view(-1, 1)], dim=1)  # (A*K, 2 + step)
         finished = finished.gather(1, parent) | (next_id == eos_id)
         for layer_cache in cache:  # each survivor continues its parent's keys/values
-            layer_cache.k, layer_cache.v = layer_cache.k[rows], layer_cache.v[rows]
+            layer_cache.select(rows)
 
         # A sentence is done when all K hypotheses have finished, or (length_penalty 0)
         # when its best one has: the others can only lose probability, so none overtakes it.
@@ -451,7 +457,7 @@ def _beam(model, memory, src_mask, K, max_new_tokens, bos_id, eos_id, pad_id, le
             if src_mask is not None:
                 src_mask = src_mask[keep_rows]
             for layer_cache in cache:
-                layer_cache.k, layer_cache.v = layer_cache.k[keep_rows], layer_cache.v[keep_rows]
+                layer_cache.select(keep_rows)
             if len(active) == 0:
                 break
     return best_tokens[:, : step + 2], best_scores  # the last sentence ended at this step
