@@ -773,7 +773,7 @@ fig.tight_layout()
 #
 # In our runs post-LN with warmup ended at 2.22, 2.14 and 2.16 nats (seeds 0, 1, 2): far
 # better than the stalled runs without warmup, though still a little behind pre-LN
-# without warmup (1.95 to 2.04) after only 100 steps, since the first 30 steps
+# without warmup (about 2.0) after only 100 steps, since the first 30 steps
 # crawl. Warmup keeps the first updates small while the gradients near the output are
 # large; that is why the 2017 paper needed it {cite}`vaswani2017attention`.
 # </details>
