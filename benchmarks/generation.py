@@ -8,7 +8,7 @@ every layer at every step). The two must produce the same tokens; the script rec
 whether they did. Models, with random weights:
 
 - ``chapter5``: the language model of Chapter 5, ``DecoderLM(V, d_model=64, n_heads=4,
-  n_layers=2, d_ff=256)`` over the toy language's vocabulary;
+  n_layers=2, d_ff=256, tie_weights=False)`` over the toy language's vocabulary;
 - ``baby_gpt``: nanoGPT's "baby GPT" shape, 6 layers, 6 heads, d_model 384, d_ff 1536,
   over a 65-token vocabulary.
 
@@ -38,7 +38,13 @@ def models(max_len: int) -> dict:
     toy_vocab = len(Vocab(ToyLanguage().words))
     return {
         "chapter5": dict(
-            vocab_size=toy_vocab, d_model=64, n_heads=4, n_layers=2, d_ff=256, max_len=max_len
+            vocab_size=toy_vocab,
+            d_model=64,
+            n_heads=4,
+            n_layers=2,
+            d_ff=256,
+            max_len=max_len,
+            tie_weights=False,
         ),
         "baby_gpt": dict(
             vocab_size=65, d_model=384, n_heads=6, n_layers=6, d_ff=1536, max_len=max_len
