@@ -77,7 +77,7 @@ def _adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     # The fused kernel updates every parameter in one call instead of a dozen small
-    # operations per parameter: the same AdamW, and about a quarter off a small model's
+    # operations per parameter: the same AdamW, and up to a quarter off a small model's
     # training step on a CPU. It exists for CPU and CUDA tensors only.
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), fused=fused)
