@@ -255,6 +255,12 @@ fig.tight_layout()
 # batch size were what mattered (Exercise 5 lets you try a balanced 2 + 2 stack). Every
 # step draws a fresh batch with its own seed, so the data are unlimited and reproducible.
 #
+# We train for 600 steps, more than the loss curve below seems to need, because the last
+# few errors are fragile. At 400 steps, two of seven initial seeds left one or two of the
+# 1,000 test sentences wrong, and on another CPU, whose different floating-point rounding
+# sends training down a slightly different path, our own seed left three. At 600 steps all
+# eight seeds we tried translated every test sentence.
+#
 # One restriction, for the experiment at the end of the chapter: we train only on
 # sentences of **at most 11 words** (about 97 % of the language, as the next cell counts;
 # the longest sentence has 15), and keep the longer ones unseen. The context `max_len = 16` is still big enough for every
@@ -267,7 +273,7 @@ fig.tight_layout()
 # %%
 MAX_TRAIN_WORDS = 11
 MAX_LEN = 16  # 15 source words for the encoder; <bos> + 15 target words for the decoder
-STEPS, BATCH, LR, WARMUP = 400, 128, 5e-3, 50
+STEPS, BATCH, LR, WARMUP = 600, 128, 5e-3, 50
 TRAIN_SEED, DEV_SEED, TEST_SEED = 10_000, 1, 2
 
 train_sources = set()
@@ -358,7 +364,7 @@ assert history["dev_loss"][-1] < 0.02  # far below the 3.8 nats/token of a unifo
 # how many we dropped, by length.
 
 # %%
-candidates = [p for p in lang.sample_pairs(1_400, seed=TEST_SEED) if len(p[0]) <= MAX_TRAIN_WORDS]
+candidates = [p for p in lang.sample_pairs(2_000, seed=TEST_SEED) if len(p[0]) <= MAX_TRAIN_WORDS]
 dev_sources = {tuple(s) for s, _, _ in dev_pairs}
 seen = [tuple(s) in train_sources or tuple(s) in dev_sources for s, _, _ in candidates]
 test_pairs = [p for p, was_seen in zip(candidates, seen, strict=True) if not was_seen][:1_000]
@@ -750,8 +756,8 @@ assert alignment_acc >= 0.90, alignment_acc
 #   time the decoder reads its own outputs, a mismatch called exposure bias.
 # - Label smoothing trains against $(1 - \varepsilon)$ one-hot $+ \varepsilon / V$
 #   uniform: the loss can no longer reach 0 (its floor is $H(q)$, 0.695 nats for
-#   $\varepsilon = 0.1$, $V = 47$) and the model's top probability is capped at
-#   $1 - \varepsilon + \varepsilon / V = 0.902$. It regularises; a deterministic task with
+#   $\varepsilon = 0.1$, $V = 47$) and the loss is lowest when the true token gets
+#   $1 - \varepsilon + \varepsilon / V = 0.902$, not 1. It regularises; a deterministic task with
 #   unlimited data does not need it.
 # - A small encoder-decoder (one encoder block, three decoder blocks) learns the
 #   head-final translation from fresh samples in a few hundred steps and translates 1,000 unseen sentences (almost) perfectly; beam
@@ -787,12 +793,14 @@ assert alignment_acc >= 0.90, alignment_acc
 # smoothed.eval()
 # with torch.no_grad():
 #     top = smoothed(src, tgt_in).softmax(-1).max(-1).values[tgt_out != PAD]
-# print(np.mean(h["loss"][-20:]), top.max().item())  # ≈ 0.70 (the floor 0.695), ≈ 0.90
+# print(np.mean(h["loss"][-20:]))  # ≈ 0.70 (the floor 0.695)
+# print(top.mean().item(), top.max().item())  # ≈ 0.90 (the optimum 0.902), ≈ 0.92
 # print(scores(greedy_decode(smoothed, src, max_new_tokens=MAX_LEN, **ids), tgt_out))
 # ```
 #
 # The loss levels off just above the floor 0.695 nats/token computed above, never near 0,
-# and no probability exceeds about 0.90 (the cap 0.902). The argmax, and so greedy
+# and the predicted token's probability settles around the optimum 0.902 (mean about 0.90;
+# even the largest stays near 0.92, far from 1). The argmax, and so greedy
 # decoding, is unaffected by the cap, so exact match stays (close to) perfect: on this
 # task label smoothing costs little and buys nothing, and it makes the loss curve harder
 # to read.
@@ -876,7 +884,7 @@ assert alignment_acc >= 0.90, alignment_acc
 # word through, with a little context (a noun's number for its determiner, say). The
 # decoder has to work out, from the prefix it has written, *which* source word comes next
 # in the head-final order, fetch it, and translate it; that search over positions is where
-# depth helps. In our run the balanced model translated 998 of the 1,000 test sentences
+# depth helps. In our run the balanced model translated 999 of the 1,000 test sentences
 # exactly, against the chapter model's 1,000, and its last decoder layer again aligned
-# best (0.98, against 0.80 for its first).
+# best on the development set (0.99, against 0.81 for its first).
 # </details>
