@@ -172,6 +172,22 @@ def test_samples_are_grammatical_and_parse_back(lang):
     assert [t.words() for t in trees] == lang.sample(500, seed=7)
 
 
+def test_parser_pruning_by_edge_words(lang):
+    """The parser skips spans whose first or last word cannot start or end the symbol;
+    those word sets must contain every edge that occurs (else it would reject sentences)."""
+    first, last = lang.grammar._edge_words
+    determiners = {r.rhs[0] for r in lang.grammar.rules if r.lhs.startswith("Det")}
+    verbs = {r.rhs[0] for r in lang.grammar.rules if r.lhs[:2] in ("Vi", "Vt")}
+    nouns = {r.rhs[0] for r in lang.grammar.rules if r.lhs.startswith("N.")}
+    assert first["S"] == determiners
+    assert last["S"] == {r.rhs[0] for r in lang.grammar.rules if r.lhs.startswith("Vi")} | nouns
+    assert first["VP.sg"] <= verbs and last["PP"] == nouns
+    for tree in lang.sample_trees(300, seed=11):
+        for label, i, j in tree.spans():
+            words = tree.words()
+            assert words[i] in first[label] and words[j - 1] in last[label]
+
+
 def test_tree_spans_cover_the_words(lang):
     for tree in lang.sample_trees(50, seed=3):
         spans = tree.spans()
