@@ -204,6 +204,36 @@ def test_mha_fused_path_equals_written_out_path(mask_kind):
         assert not fused.isnan().any()
 
 
+@pytest.mark.parametrize("return_weights", [False, True])
+def test_mha_is_causal_equals_the_causal_mask(return_weights):
+    """is_causal=True (no mask built) gives the outputs and gradients of mask=causal_mask(T),
+    in the fused kernel and in the written-out path alike."""
+    mha = make_mha().double()
+    x = torch.randn(2, 6, 16, dtype=torch.float64)
+    results = []
+    for kwargs in ({"mask": causal_mask(6)}, {"is_causal": True}):
+        x_ = x.clone().requires_grad_(True)
+        mha.zero_grad()
+        out = mha(x_, return_weights=return_weights, **kwargs)
+        out, weights = out if return_weights else (out, None)
+        out.pow(2).sum().backward()
+        results.append((out.detach(), x_.grad, mha.k_proj.weight.grad.clone(), weights))
+    for with_mask, causal in zip(*results, strict=True):
+        if with_mask is not None:
+            assert torch.allclose(with_mask, causal, atol=1e-12)
+
+
+def test_mha_is_causal_refuses_a_mask_or_cached_positions():
+    mha = make_mha()
+    x = torch.randn(1, 3, 16)
+    with pytest.raises(ValueError, match=r"is_causal.*T_q=3, T_k=3 and a mask"):
+        mha(x, mask=causal_mask(3), is_causal=True)
+    cache = KVCache()
+    mha(x, cache=cache, is_causal=True)  # the prefill: 3 queries, 3 keys
+    with pytest.raises(ValueError, match=r"is_causal.*T_q=2, T_k=5"):
+        mha(torch.randn(1, 2, 16), cache=cache, is_causal=True)
+
+
 def test_mha_causality_through_gradients():
     mha = make_mha().double()
     T = 6

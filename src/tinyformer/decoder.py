@@ -104,12 +104,14 @@ class DecoderBlock(nn.Module):
             raise ValueError(f"expected x of shape (B, T, D), got shape {tuple(x.shape)}")
         B, T, _ = x.shape
         past = cache.length if cache is not None else 0
-        attn_mask = self._self_attention_mask(B, T, past, mask, x.device)
+        attn_mask, is_causal = self._self_attention_mask(B, T, past, mask, x.device)
         self._check_memory(x, memory, memory_mask)
 
         cross_weights = None
         if self.norm_first:
-            a, weights = self._self_attention(self.norm1(x), attn_mask, cache, return_weights)
+            a, weights = self._self_attention(
+                self.norm1(x), attn_mask, is_causal, cache, return_weights
+            )
             x = x + a
             if self.cross_attn is not None:
                 c, cross_weights = self._cross_attention(
@@ -118,7 +120,7 @@ class DecoderBlock(nn.Module):
                 x = x + c
             x = x + self.dropout2(self.ff(self.norm2(x)))
         else:
-            a, weights = self._self_attention(x, attn_mask, cache, return_weights)
+            a, weights = self._self_attention(x, attn_mask, is_causal, cache, return_weights)
             x = self.norm1(x + a)
             if self.cross_attn is not None:
                 c, cross_weights = self._cross_attention(x, memory, memory_mask, return_weights)
@@ -128,10 +130,12 @@ class DecoderBlock(nn.Module):
             return x
         return (x, weights, cross_weights) if self.cross_attn is not None else (x, weights)
 
-    def _self_attention(self, x, mask, cache, return_weights):
+    def _self_attention(self, x, mask, is_causal, cache, return_weights):
         """(dropout(attention output), weights or None): weights only when asked for, since
         computing them rules out PyTorch's fused attention kernel."""
-        out = self.self_attn(x, mask=mask, cache=cache, return_weights=return_weights)
+        out = self.self_attn(
+            x, mask=mask, cache=cache, return_weights=return_weights, is_causal=is_causal
+        )
         out, weights = out if return_weights else (out, None)
         return self.dropout1(out), weights
 
@@ -182,12 +186,16 @@ class DecoderBlock(nn.Module):
             )
 
     def _self_attention_mask(self, B, T, past, mask, device):
-        """The causal mask, AND the caller's extra mask after checking it broadcasts."""
+        """(mask, is_causal) for self-attention: the causal mask, AND the caller's extra
+        mask after checking it broadcasts. Without an extra mask or cached positions the
+        causal mask is left to the attention (is_causal=True), which need not build it."""
         if mask is None and T == 1:
-            return None  # one new query after the cache: it may read every key, so no mask
+            return None, False  # one new query after the cache: it may read every key
+        if mask is None and past == 0:
+            return None, True
         causal = causal_mask(T, device=device, offset=past)  # (T, P + T)
         if mask is None:
-            return causal
+            return causal, False
         if mask.dtype != torch.bool:
             raise ValueError(
                 f"expected a mask of dtype torch.bool (True = may attend), got {mask.dtype}"
@@ -198,7 +206,7 @@ class DecoderBlock(nn.Module):
                 f"expected a mask broadcastable to (B, H, T_q, T_k) = {target}, "
                 f"got shape {tuple(mask.shape)}"
             )
-        return causal & mask
+        return causal & mask, False
 
 
 class DecoderLM(nn.Module):
