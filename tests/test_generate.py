@@ -152,6 +152,16 @@ def test_bad_prompt():
         generate(make_model(), torch.ones(1, 3), 2)
 
 
+def test_generated_ids_can_train_the_model():
+    """generate runs in inference mode, but what it returns is an ordinary tensor: it can
+    be the input of a training step (an inference tensor would raise in backward)."""
+    model = make_model().train()
+    ids = generate(model, bos_prompt(), 6, generator=torch.Generator().manual_seed(0))
+    assert not ids.is_inference()
+    model(ids[:, :-1]).logsumexp(-1).mean().backward()
+    assert model.tok_emb.weight.grad is not None
+
+
 def test_generate_restores_training_mode():
     model = make_model(dropout=0.1).train()
     a = generate(model, bos_prompt(), 5, generator=set_seed(0))
