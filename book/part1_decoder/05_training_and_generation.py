@@ -357,7 +357,11 @@ assert loss_gap < 1e-5 and output_gap < 1e-4
 @torch.no_grad()
 def val_loss(model):
     """Mean loss per real target token on the whole validation set."""
-    return lm_loss(model(val_ids[:, :-1]), val_ids[:, 1:], vocab.pad_id).item()
+    # In chunks of 1000 sentences: the same logits, from smaller intermediate tensors (all
+    # 5000 at once need 80 MB for one feed-forward activation), which measured about a
+    # third faster on our machine.
+    logits = torch.cat([model(chunk) for chunk in val_ids[:, :-1].split(1000)])
+    return lm_loss(logits, val_ids[:, 1:], vocab.pad_id).item()
 
 
 set_seed(0)
