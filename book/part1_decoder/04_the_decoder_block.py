@@ -771,7 +771,7 @@ fig.tight_layout()
 #     print(f"seed {seed}: post-LN with warmup {history['eval'][-1]:.2f}")
 # ```
 #
-# In our runs post-LN with warmup ended at 2.22, 2.14 and 2.16 nats (seeds 0, 1, 2): far
+# In our runs post-LN with warmup ended at 2.14, 2.17 and 2.16 nats (seeds 0, 1, 2): far
 # better than the stalled runs without warmup, though still a little behind pre-LN
 # without warmup (about 2.0) after only 100 steps, since the first 30 steps
 # crawl. Warmup keeps the first updates small while the gradients near the output are

@@ -336,8 +336,8 @@ assert loss_gap < 1e-5 and output_gap < 1e-4
 # removes noise directly. Smith et al. {cite}`smith2018dont` showed that raising the batch
 # size plays much the same role as decaying the learning rate. In our runs, each model
 # judged on 16,000 samples, 2000 steps of 128 sentences left 0.53–0.58 % of samples
-# ungrammatical (two runs), and 64 then 256, at about the same training time, 0.35–0.44 %
-# (three runs); the extra loss per sentence over the language (measured below) went from
+# ungrammatical (two runs), and 64 then 256, at about the same training time, 0.31–0.44 %
+# (seven runs); the extra loss per sentence over the language (measured below) went from
 # 0.0066–0.0087 nats (five runs) to 0.0048–0.0066 (four).
 #
 # Why untie? Chapter 4's reason for tying, saving $V \cdot D$ parameters, is worth

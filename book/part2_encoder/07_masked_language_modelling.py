@@ -719,11 +719,11 @@ for attractor in ("cats", "cat"):
 assert all(follows_verb)  # the guess agrees with the verb in all four sentences
 
 # %% [markdown]
-# Flipping the verb moves the probability of a plural subject from about a third to about
-# nine tenths; flipping the attractor changes it only a little. So the model has learned
+# Flipping the verb moves the probability of a plural subject from a third or more to
+# about nine tenths; flipping the attractor changes it only a little. So the model has learned
 # the right dependency: the verb, four words away, decides the subject's number, and its
 # guess always agrees with the verb. But it has not learned it *completely*: with
-# *sleeps*, about a third of its probability still sits on plural nouns, which the
+# *sleeps*, over a third of its probability still sits on plural nouns, which the
 # language rules out. Accuracy cannot see this (the argmax is right); the cross-entropy
 # can, and this is a piece of the KL divergence we measured above. More training shrinks
 # it.
