@@ -486,11 +486,12 @@ assert nbs["all_ok"]
 
 # %% [markdown]
 # Chapter 5 is the one over its aim, and on purpose: it trains its language model for
-# 2,000 steps (batches of 64 sentences, then 256), because a model that writes almost
-# only grammatical sentences needs a loss within a few hundredths of a percent of the
-# language's own (the chapter proves the bound), and it counts 16,000 samples to measure
-# that share to about $\pm$0.05 %. Read these times with a margin: on a shared two-core
-# machine the same chapter can take up to a fifth longer from one run to the next.
+# 1,800 steps (900 on batches of 64 sentences, then 900 on batches of 256), because a
+# model that writes almost only grammatical sentences needs a loss within a few
+# hundredths of a percent of the language's own (the chapter proves the bound), and it
+# counts 16,000 samples to measure that share to about $\pm$0.05 %. Fewer steps cost
+# grammar; the chapter gives the runs. Read these times with a margin: on a shared
+# two-core machine the same chapter can take a quarter longer from one run to the next.
 
 # %% [markdown]
 # ## Measure your own machine
@@ -581,7 +582,7 @@ assert nbs["all_ok"]
 # how much faster its arithmetic units are than its memory decides how much a batch-1,
 # matrix-*vector* step can gain (see the generation section). On the two-core machine
 # whose numbers are stored here, the cache's speed-up at 256 tokens falls short of 5×,
-# at about 4.3×, and a profile says why. The cached step spends over half its time in
+# at about 4.5×, and a profile says why. The cached step spends over half its time in
 # matrix-*vector* products that read all of the baby GPT's weights, 42 MB, for every
 # token; this machine streams about 17–20 GB/s from memory, so that alone is 2–2.5 ms of
 # the 6 ms a token takes. The uncached pass, meanwhile, is as fast as we can make it: it
