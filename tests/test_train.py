@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from tinyformer.decoder import DecoderLM
-from tinyformer.train import lm_loss, set_seed, train, warmup_cosine
+from tinyformer.train import lm_loss, lm_loss_by_length, set_seed, train, warmup_cosine
 
 PAD = 0
 
@@ -132,6 +132,76 @@ def test_lm_loss_of_uniform_prediction_is_log_vocab():
 def test_lm_loss_shape_mismatch():
     with pytest.raises(ValueError, match=r"logits \(2, 4, 9\) and targets \(2, 5\)"):
         lm_loss(torch.zeros(2, 4, 9), torch.zeros(2, 5, dtype=torch.long), PAD)
+
+
+# --- lm_loss_by_length --------------------------------------------------------------------------
+
+
+def ragged_batch(B=11, T=9, V=7, seed=0):
+    """Rows of random lengths 1..T, right-padded: inputs and targets (B, T)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, V, (B, T + 1), generator=g)
+    lengths = torch.randint(2, T + 2, (B,), generator=g)  # real ids per row, <bos> included
+    ids[torch.arange(T + 1) >= lengths[:, None]] = PAD
+    ids[0, :] = torch.randint(1, V, (T + 1,), generator=g)  # one row of the full length
+    return ids[:, :-1], ids[:, 1:]
+
+
+@pytest.mark.parametrize("max_rows", [1, 3, 4, 11, 100])
+def test_lm_loss_by_length_equals_lm_loss_for_a_causal_model(max_rows):
+    set_seed(0)
+    model = DecoderLM(7, d_model=16, n_heads=2, n_layers=2, d_ff=32, max_len=9)
+    inputs, targets = ragged_batch()
+    expected = lm_loss(model(inputs), targets, PAD)
+    grads_expected = torch.autograd.grad(expected, list(model.parameters()))
+    loss = lm_loss_by_length(model, inputs, targets, PAD, max_rows=max_rows)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    torch.testing.assert_close(loss, expected)
+    for g, g_expected in zip(grads, grads_expected, strict=True):
+        torch.testing.assert_close(g, g_expected, rtol=1e-4, atol=1e-6)
+
+
+def test_lm_loss_by_length_runs_the_model_on_trimmed_groups():
+    set_seed(0)
+    model = DecoderLM(7, d_model=16, n_heads=2, n_layers=1, d_ff=32, max_len=9)
+    inputs, targets = ragged_batch()
+    shapes = []
+    model.register_forward_hook(lambda m, args, out: shapes.append(tuple(args[0].shape)))
+    lm_loss_by_length(model, inputs, targets, PAD, max_rows=4)
+    lengths = sorted((targets != PAD).sum(1).tolist())
+    assert shapes == [(4, max(lengths[:4])), (4, max(lengths[4:8])), (3, max(lengths[8:]))]
+    assert sum(b * t for b, t in shapes) < inputs.numel()  # less than the padded batch
+
+
+def test_lm_loss_by_length_is_not_exact_for_a_model_that_reads_the_padding():
+    # A non-causal model (mean over the whole row) sees the padding: trimming changes it.
+    class MeanOverRow(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(7, 7)
+
+        def forward(self, ids):
+            x = self.embed(ids)
+            return x + x.mean(dim=1, keepdim=True)
+
+    set_seed(0)
+    model = MeanOverRow()
+    inputs, targets = ragged_batch()
+    full = lm_loss(model(inputs), targets, PAD)
+    assert not torch.allclose(lm_loss_by_length(model, inputs, targets, PAD, max_rows=3), full)
+
+
+def test_lm_loss_by_length_bad_input():
+    model = DecoderLM(7, d_model=16, n_heads=2, n_layers=1, d_ff=32, max_len=9)
+    inputs, targets = ragged_batch()
+    with pytest.raises(ValueError, match=r"same shape \(B, T\).*\(11, 9\) and \(11, 8\)"):
+        lm_loss_by_length(model, inputs, targets[:, :-1], PAD)
+    with pytest.raises(ValueError, match=r"max_rows >= 1, got 0"):
+        lm_loss_by_length(model, inputs, targets, PAD, max_rows=0)
+    holey = targets.clone()
+    holey[0, 2] = PAD  # a pad before real targets
+    with pytest.raises(ValueError, match=r"padding only at the end of each row"):
+        lm_loss_by_length(model, inputs, holey, PAD)
 
 
 # --- a tiny training run ------------------------------------------------------------------------

@@ -69,6 +69,56 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int | None) -> 
     )
 
 
+def lm_loss_by_length(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    pad_id: int,
+    max_rows: int = 96,
+) -> torch.Tensor:
+    """``lm_loss(model(inputs), targets, pad_id)``, without running the model on padding.
+
+    inputs, targets (B, T) long, each row's real tokens first and ``pad_id`` after them
+    (as ``Vocab.batch`` pads) -> a scalar, differentiable like ``lm_loss``.
+
+    A batch is padded to its longest row, so in a batch of short and long sentences much of
+    the work is on padding. Here the rows are sorted by length and cut into
+    ceil(B / max_rows) groups of similar length, each trimmed to its own longest row; the
+    per-token losses are summed over the groups and divided by the number of real targets.
+    For a CAUSAL model this is exact (up to rounding): position t reads positions <= t
+    only, so the padding after a row never changes the outputs at its real positions. A
+    model that reads the whole row (an encoder) would need its padding masked out instead.
+
+    Each group is a separate forward pass, so small batches (B <= max_rows) gain nothing
+    and run as one group.
+    """
+    if inputs.shape != targets.shape or inputs.dim() != 2 or inputs.shape[0] == 0:
+        raise ValueError(
+            f"expected inputs and targets of the same shape (B, T) with B >= 1, got "
+            f"{tuple(inputs.shape)} and {tuple(targets.shape)}"
+        )
+    if max_rows < 1:
+        raise ValueError(f"expected max_rows >= 1, got {max_rows}")
+    real = targets != pad_id  # (B, T)
+    if (real[:, 1:] & ~real[:, :-1]).any():
+        raise ValueError(
+            "expected padding only at the end of each row, got a real target after a pad"
+        )
+    lengths = real.sum(dim=1)  # (B,) real targets per row
+    n_groups = -(-inputs.shape[0] // max_rows)  # ceil(B / max_rows)
+    total = 0.0
+    for rows in lengths.argsort().chunk(n_groups):  # row indices, shortest rows first
+        T_group = max(int(lengths[rows].max()), 1)  # this group's longest row
+        logits = model(inputs[rows, :T_group])  # (B_group, T_group, V)
+        total = total + F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]),
+            targets[rows, :T_group].reshape(-1),
+            ignore_index=pad_id,
+            reduction="sum",
+        )
+    return total / real.sum()
+
+
 def _adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
     # Decay matrices (weights, embeddings) only; biases and LayerNorm gains stay undecayed.
     params = list(model.parameters())  # a tied matrix appears once
