@@ -15,6 +15,11 @@ whether they did. Models, with random weights:
 Reported: new tokens per second each way and their ratio (cache / no cache) per N. The
 course's target is a ratio of at least 5 for ``baby_gpt`` at N = 256 on a CPU.
 
+Also per model, what bounds a cached step from below (``weight_reading``): with one new
+position, every weight matrix is read once for a single matrix-vector product. The script
+times all the model's ``nn.Linear`` layers applied to one position, and, for comparison, a
+plain sum over a tensor of as many bytes, which shows how fast this machine can read them.
+
 Run: ``python benchmarks/generation.py [--quick] [--out DIR]``.
 """
 
@@ -49,6 +54,36 @@ def models(max_len: int) -> dict:
         "baby_gpt": dict(
             vocab_size=65, d_model=384, n_heads=6, n_layers=6, d_ff=1536, max_len=max_len
         ),
+    }
+
+
+def weight_reading(model: torch.nn.Module, device: torch.device, budget: float) -> dict:
+    """Time the matrix-vector products of one cached step, and a sum over as many bytes.
+
+    Every ``nn.Linear`` of the model gets one position, (1, 1, in_features), as in a cached
+    generation step of batch 1: the products read each weight matrix once, whatever they
+    compute. ``sum_s`` times ``torch.sum`` over a fresh float tensor of the same size, a
+    plain read of that many bytes.
+    """
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    inputs = [torch.randn(1, 1, m.in_features, device=device) for m in linears]
+    weight_bytes = sum(m.weight.numel() * m.weight.element_size() for m in linears)
+    flat = torch.randn(weight_bytes // 4, device=device)  # float32: the same number of bytes
+
+    def matvecs():
+        for linear, x in zip(linears, inputs, strict=True):
+            linear(x)
+
+    with torch.inference_mode():
+        matvec = measure(matvecs, device, repeats=7, budget=budget)
+        read = measure(flat.sum, device, repeats=7, budget=budget)
+    return {
+        "linear_layers": len(linears),
+        "weight_bytes": weight_bytes,
+        "matvec_s": matvec["median_s"],
+        "sum_s": read["median_s"],
+        "matvec_gb_per_s": weight_bytes / matvec["median_s"] / 1e9,
+        "sum_gb_per_s": weight_bytes / read["median_s"] / 1e9,
     }
 
 
@@ -102,10 +137,17 @@ def main() -> None:
                     "kv_cache_bytes": 2 * config["n_layers"] * (1 + n) * config["d_model"] * 4,
                 }
             )
+        reading = weight_reading(model, device, budget)
+        log(
+            f"{name:8s} weights {reading['weight_bytes'] / 1e6:.1f} MB: matrix-vector products "
+            f"{1e3 * reading['matvec_s']:.2f} ms ({reading['matvec_gb_per_s']:.1f} GB/s), "
+            f"sum {1e3 * reading['sum_s']:.2f} ms ({reading['sum_gb_per_s']:.1f} GB/s)"
+        )
         results[name] = {
             "config": config,
             "parameters": model.num_parameters(),
             "rows": rows,
+            "weight_reading": reading,
         }
 
     write_json(

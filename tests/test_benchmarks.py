@@ -19,6 +19,8 @@ import pytest
 import torch
 from conftest import ROOT
 
+from tinyformer.decoder import DecoderLM
+
 BENCHMARKS = ROOT / "benchmarks"
 SCRIPTS = ["attention_scaling", "training_throughput", "generation", "notebooks"]
 MACHINE_KEYS = {
@@ -116,6 +118,21 @@ def test_generation_with_and_without_cache_is_identical(results):
             assert all(positive(v) for v in row["tokens_per_s"].values())
             assert positive(row["speedup_cache_over_no_cache"])
     assert data["results"]["baby_gpt"]["config"]["d_model"] == 384
+
+
+def test_generation_times_reading_every_weight_matrix(results):
+    data = load(results, "generation")
+    for name, model in data["results"].items():
+        reading = model["weight_reading"]
+        # Every nn.Linear of the model, each weight read once: 4 bytes per float32 number.
+        layers = DecoderLM(**model["config"]).modules()
+        linears = [m for m in layers if isinstance(m, torch.nn.Linear)]
+        assert reading["linear_layers"] == len(linears) > 0, name
+        assert reading["weight_bytes"] == 4 * sum(m.weight.numel() for m in linears), name
+        for key in ("matvec_s", "sum_s", "matvec_gb_per_s", "sum_gb_per_s"):
+            assert positive(reading[key]), (name, key)
+        gb_per_s = reading["weight_bytes"] / reading["matvec_s"] / 1e9
+        assert reading["matvec_gb_per_s"] == pytest.approx(gb_per_s)
 
 
 def test_notebooks(results):
