@@ -379,9 +379,8 @@ print(f"{model.num_parameters():,} parameters")
 # One more thing before we train, because it takes about a fifth off every step on a
 # batch of 256. A batch is as long as its longest sentence, and in a batch of 256
 # sentences that is nearly always one of the longest the language makes, while the
-# average sentence has 7 words. So a large
-# share of the positions the model computes are padding, and the loss throws their
-# outputs away. For a causal model the padding is not even needed: position $t$ reads
+# average sentence has 7 words. So a large share of the positions the model computes are
+# padding, and the loss throws their outputs away. For a causal model the padding is not even needed: position $t$ reads
 # positions $\le t$ only, so the outputs at a sentence's real positions are the same
 # whether padding follows them or not.
 #
@@ -392,9 +391,9 @@ print(f"{model.num_parameters():,} parameters")
 # same mean as before, so the loss and its gradient are the same, up to rounding; the cell
 # checks both on the first batch of 256, and times a forward and backward pass each way.
 # (Smaller groups would skip more padding, but every group is a pass of its own with a
-# fixed cost; for batches of 64 one group is best, and the function then does nothing
-# new. It would be wrong for a model that reads the whole row, such as Part II's encoder,
-# unless that model masks its padding out.)
+# fixed cost; for batches of 64 one group is as fast as any, and the function then does
+# nothing new. It would be wrong for a model that reads the whole row, such as Part II's
+# encoder, unless that model masks its padding out.)
 
 
 # %%
