@@ -380,9 +380,9 @@ print(f"{model.num_parameters():,} parameters")
 # batch of 256. A batch is as long as its longest sentence, and in a batch of 256
 # sentences that is nearly always one of the longest the language makes, while the
 # average sentence has 7 words. So a large share of the positions the model computes are
-# padding, and the loss throws their outputs away. For a causal model the padding is not even needed: position $t$ reads
-# positions $\le t$ only, so the outputs at a sentence's real positions are the same
-# whether padding follows them or not.
+# padding, and the loss throws their outputs away. For a causal model the padding is not
+# even needed: position $t$ reads positions $\le t$ only, so the outputs at a sentence's
+# real positions are the same whether padding follows them or not.
 #
 # `tinyformer.train.lm_loss_by_length` uses that. It sorts the batch's sentences by
 # length, cuts them into groups of at most 96 (three groups for a batch of 256), trims each
@@ -419,16 +419,27 @@ assert torch.allclose(loss_a, loss_b) and grad_gap < 1e-6
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-def step_time(loss_fn, repeats=3):
-    """Best time (s) of a forward and backward pass, per batch of 256 (five batches)."""
-    batches = [get_batch(step) for step in range(SWITCH, SWITCH + 5)]
+def best_time(fn, repeats=3):
+    """The shortest of `repeats` wall-clock times of fn(), in seconds: the least disturbed."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        for inputs, targets in batches:
-            torch.autograd.grad(loss_fn(model, inputs, targets), params)
-        times.append((time.perf_counter() - start) / len(batches))
+        fn()
+        times.append(time.perf_counter() - start)
     return min(times)
+
+
+timing_batches = [get_batch(step) for step in range(SWITCH, SWITCH + 5)]  # 5 batches of 256
+
+
+def step_time(loss_fn):
+    """Best time (s) of a forward and backward pass, per batch of 256."""
+
+    def forward_backward():
+        for inputs, targets in timing_batches:
+            torch.autograd.grad(loss_fn(model, inputs, targets), params)
+
+    return best_time(forward_backward) / len(timing_batches)
 
 
 t_plain, t_by_length = step_time(plain_loss), step_time(loss_by_length)
@@ -1018,23 +1029,12 @@ assert torch.equal(with_cache, without_cache)
 
 # %% [markdown]
 # Now the speed. We time the generation of 1000 sentences both ways (the better of two
-# runs each):
-
-
-# %%
-def best_time(fn, repeats=2):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
+# runs each, with `best_time` from the training section):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-t_cache = best_time(lambda: sample_sentences(1000, seed=2, use_cache=True))
-t_full = best_time(lambda: sample_sentences(1000, seed=2, use_cache=False))
+t_cache = best_time(lambda: sample_sentences(1000, seed=2, use_cache=True), repeats=2)
+t_full = best_time(lambda: sample_sentences(1000, seed=2, use_cache=False), repeats=2)
 speedup = t_full / t_cache
 print(f"speed-up of the KV cache, 1000 sentences of up to 16 tokens: {speedup:.1f}×")
 
