@@ -65,7 +65,9 @@ import numpy as np
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib_inline.backend_inline import set_matplotlib_formats
 
-set_matplotlib_formats("png")  # PNG figures: the same in the book, on GitHub and in Colab
+set_matplotlib_formats(
+    "png"
+)  # PNG figures: the same in the book, on GitHub and in Colab
 
 
 def log_axes(ax) -> None:
@@ -89,9 +91,13 @@ def find_results(start: Path) -> Path:
 
 
 RESULTS = find_results(Path.cwd())
-SUFFIX = ""  # "-cuda" plots the GPU results (benchmarks/results/<name>-cuda.json) instead
+SUFFIX = (
+    ""  # "-cuda" plots the GPU results (benchmarks/results/<name>-cuda.json) instead
+)
 NAMES = ("attention_scaling", "training_throughput", "generation", "notebooks")
-bench = {name: json.loads((RESULTS / f"{name}{SUFFIX}.json").read_text()) for name in NAMES}
+bench = {
+    name: json.loads((RESULTS / f"{name}{SUFFIX}.json").read_text()) for name in NAMES
+}
 
 for name, data in bench.items():
     m = data["machine"]
@@ -102,7 +108,9 @@ for name, data in bench.items():
 
 # %%
 quick = [name for name, data in bench.items() if data["quick"]]
-assert not quick, f"{quick} hold quick-mode smoke tests, not measurements: run `make bench`"
+assert not quick, (
+    f"{quick} hold quick-mode smoke tests, not measurements: run `make bench`"
+)
 
 # %% [markdown]
 # ## Counting the work of one layer
@@ -134,7 +142,11 @@ assert not quick, f"{quick} hold quick-mode smoke tests, not measurements: run `
 # %%
 def layer_macs(T: int, D: int, d_ff: int) -> dict:
     """Multiply-adds of one transformer layer's forward pass on T positions (batch 1)."""
-    return {"projections": 4 * T * D * D, "feed_forward": 2 * T * D * d_ff, "core": 2 * T * T * D}
+    return {
+        "projections": 4 * T * D * D,
+        "feed_forward": 2 * T * D * d_ff,
+        "core": 2 * T * T * D,
+    }
 
 
 def core_share(T: int, D: int) -> float:
@@ -144,7 +156,9 @@ def core_share(T: int, D: int) -> float:
 
 
 D = bench["attention_scaling"]["config"]["d_model"]  # 128 in the measurements below
-print(f"T =   17, D =  64 (our chapters): attention core {core_share(17, 64):5.1%} of the work")
+print(
+    f"T =   17, D =  64 (our chapters): attention core {core_share(17, 64):5.1%} of the work"
+)
 for T in (64, 256, 768, 2048):
     print(f"T = {T:4d}, D = {D}: attention core {core_share(T, D):5.1%} of the work")
 assert core_share(17, 64) < 0.05 and core_share(6 * D, D) == 0.5
@@ -188,7 +202,10 @@ fig, ax = plt.subplots(figsize=(7, 4.5))
 for name, label in labels.items():
     ax.plot(lengths, 1e3 * np.array(series[name]["median_s"]), "o-", label=label)
 # Reference slopes through the last point of the written-out attention and of the network.
-for name, k, text, shift in (("plain", 2, "∝ T²", (-8, 4)), ("feed_forward", 1, "∝ T", (4, -14))):
+for name, k, text, shift in (
+    ("plain", 2, "∝ T²", (-8, 4)),
+    ("feed_forward", 1, "∝ T", (4, -14)),
+):
     last = 1e3 * series[name]["median_s"][-1]
     ref = last * (lengths / lengths[-1]) ** k
     ax.plot(lengths, ref, "--", color="grey", lw=1)
@@ -197,15 +214,23 @@ log_axes(ax)
 ax.set_xticks(lengths, [str(T) for T in lengths])
 ax.set_xlabel("sequence length T")
 ax.set_ylabel("forward + backward (ms)")
-ax.set_title(f"One causal attention layer, D = {D}, {att['config']['n_heads']} heads, batch 1")
+ax.set_title(
+    f"One causal attention layer, D = {D}, {att['config']['n_heads']} heads, batch 1"
+)
 ax.legend()
 fig.tight_layout()
 plt.show()
 
 # %%
-print("T      " + "".join(f"{name:>14s}" for name in labels) + "   (ms, forward + backward)")
+print(
+    "T      "
+    + "".join(f"{name:>14s}" for name in labels)
+    + "   (ms, forward + backward)"
+)
 for i, T in enumerate(lengths):
-    print(f"{T:<7d}" + "".join(f"{1e3 * series[n]['median_s'][i]:14.2f}" for n in labels))
+    print(
+        f"{T:<7d}" + "".join(f"{1e3 * series[n]['median_s'][i]:14.2f}" for n in labels)
+    )
 print(f"\nslope of log time against log T over T = {att['slope_lengths']}:")
 for name, slope in att["slopes"].items():
     print(f"  {labels[name]:32s} {slope:.2f}")
@@ -236,14 +261,20 @@ for name, slope in att["slopes"].items():
 
 # %%
 slopes = att["slopes"]
-assert max(att["max_abs_diff_between_implementations"]) < 1e-4  # the same function, 3 ways
+assert (
+    max(att["max_abs_diff_between_implementations"]) < 1e-4
+)  # the same function, 3 ways
 assert 1.6 < slopes["plain"] < 2.6 and 1.6 < slopes["tinyformer"] < 2.6  # quadratic
 assert 0.7 < slopes["feed_forward"] < 1.3  # linear
-assert series["sdpa"]["median_s"][-1] < series["plain"]["median_s"][-1]  # fused is faster
+assert (
+    series["sdpa"]["median_s"][-1] < series["plain"]["median_s"][-1]
+)  # fused is faster
 attention_over_ff = np.array(series["plain"]["median_s"]) / np.array(
     series["feed_forward"]["median_s"]
 )
-assert attention_over_ff[-1] > 4 * attention_over_ff[0]  # attention runs away as T grows
+assert (
+    attention_over_ff[-1] > 4 * attention_over_ff[0]
+)  # attention runs away as T grows
 
 # %% [markdown]
 # The count of multiply-adds predicts how the attention layer (projections and core)
@@ -256,7 +287,9 @@ assert attention_over_ff[-1] > 4 * attention_over_ff[0]  # attention runs away a
 # %%
 fig, ax = plt.subplots(figsize=(7, 4))
 for name in ("plain", "tinyformer", "sdpa"):
-    ratio = np.array(series[name]["median_s"]) / np.array(series["feed_forward"]["median_s"])
+    ratio = np.array(series[name]["median_s"]) / np.array(
+        series["feed_forward"]["median_s"]
+    )
     ax.plot(lengths, ratio, "o-", label=labels[name])
 counted_ratio = 0.5 + lengths / (4 * D)
 ax.plot(lengths, counted_ratio, "k--", label="count: 1/2 + T / 4D")
@@ -276,7 +309,9 @@ def off_count(name: str) -> float:
     return max(ratio / counted_ratio[-1], counted_ratio[-1] / ratio)
 
 
-assert off_count("sdpa") < off_count("plain") and off_count("sdpa") < off_count("tinyformer")
+assert off_count("sdpa") < off_count("plain") and off_count("sdpa") < off_count(
+    "tinyformer"
+)
 
 # %% [markdown]
 # ## Training: tinyformer against `nn.Transformer`
@@ -307,12 +342,23 @@ for row in train["results"]:
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.5))
 x = np.arange(len(train["results"]))
-for offset, name, label in ((-0.2, "tinyformer", "tinyformer"), (0.2, "torch", "nn.Transformer")):
-    ax.bar(x + offset, [r["tokens_per_s"][name] for r in train["results"]], 0.4, label=label)
+for offset, name, label in (
+    (-0.2, "tinyformer", "tinyformer"),
+    (0.2, "torch", "nn.Transformer"),
+):
+    ax.bar(
+        x + offset,
+        [r["tokens_per_s"][name] for r in train["results"]],
+        0.4,
+        label=label,
+    )
 for i, row in enumerate(train["results"]):
     top = max(row["tokens_per_s"].values())
     ax.annotate(
-        f"ratio {row['ratio_tinyformer_over_torch']:.2f}", (i, top), ha="center", va="bottom"
+        f"ratio {row['ratio_tinyformer_over_torch']:.2f}",
+        (i, top),
+        ha="center",
+        va="bottom",
     )
 ax.set_xticks(x, [f"d_model = {r['config']['d_model']}" for r in train["results"]])
 ax.set_ylabel("target tokens per second (training)")
@@ -362,14 +408,20 @@ plt.show()
 gen = bench["generation"]
 
 
-def kv_cache_bytes(n_layers: int, T: int, d_model: int, bytes_per_number: int = 4) -> int:
+def kv_cache_bytes(
+    n_layers: int, T: int, d_model: int, bytes_per_number: int = 4
+) -> int:
     """Size of the keys and values of every layer for T positions of one sequence."""
     return 2 * n_layers * T * d_model * bytes_per_number
 
 
 baby = gen["results"]["baby_gpt"]["config"]
-print(f"baby GPT, 1024 tokens, float32: {kv_cache_bytes(6, 1024, 384) / 2**20:6.1f} MiB")
-print(f"   ... a batch of 32 of them:   {32 * kv_cache_bytes(6, 1024, 384) / 2**20:6.1f} MiB")
+print(
+    f"baby GPT, 1024 tokens, float32: {kv_cache_bytes(6, 1024, 384) / 2**20:6.1f} MiB"
+)
+print(
+    f"   ... a batch of 32 of them:   {32 * kv_cache_bytes(6, 1024, 384) / 2**20:6.1f} MiB"
+)
 print(
     f"32 layers, D = 4096, 4096 tokens, 16-bit: {kv_cache_bytes(32, 4096, 4096, 2) / 2**30:.1f} GiB"
 )
@@ -392,7 +444,9 @@ models = {
 def counted_speedup(n: int, D: int) -> float:
     """The ratio of multiply-adds without and with the cache (per layer, as counted above)."""
     steps = np.arange(1, n + 1)
-    return float(np.sum(12 * steps * D**2 + 2 * steps**2 * D) / np.sum(12 * D**2 + 2 * steps * D))
+    return float(
+        np.sum(12 * steps * D**2 + 2 * steps**2 * D) / np.sum(12 * D**2 + 2 * steps * D)
+    )
 
 
 assert gen["identical"]  # the cache changes the cost, never the tokens
@@ -414,7 +468,11 @@ for (name, title), color in zip(models.items(), ("C0", "C1"), strict=True):
     rows = gen["results"][name]["rows"]
     n = [row["new_tokens"] for row in rows]
     ax1.plot(
-        n, [r["tokens_per_s"]["cache"] for r in rows], "o-", color=color, label=f"{title}, cache"
+        n,
+        [r["tokens_per_s"]["cache"] for r in rows],
+        "o-",
+        color=color,
+        label=f"{title}, cache",
     )
     ax1.plot(
         n,
@@ -423,7 +481,13 @@ for (name, title), color in zip(models.items(), ("C0", "C1"), strict=True):
         color=color,
         label=f"{title}, no cache",
     )
-    ax2.plot(n, [r["speedup_cache_over_no_cache"] for r in rows], "o-", color=color, label=title)
+    ax2.plot(
+        n,
+        [r["speedup_cache_over_no_cache"] for r in rows],
+        "o-",
+        color=color,
+        label=title,
+    )
 for ax in (ax1, ax2):
     log_axes(ax)
     ax.set_xticks(n, [str(k) for k in n])
@@ -454,13 +518,17 @@ for name in models:
     rows = gen["results"][name]["rows"]
     cached = [row["tokens_per_s"]["cache"] for row in rows]
     uncached = [row["tokens_per_s"]["no_cache"] for row in rows]
-    assert uncached[-1] < uncached[0]  # without the cache, long texts are slower per token
+    assert (
+        uncached[-1] < uncached[0]
+    )  # without the cache, long texts are slower per token
     assert cached[-1] > 0.5 * cached[0]  # with it, much the same per token
     speedups = [row["speedup_cache_over_no_cache"] for row in rows]
     assert speedups == sorted(speedups) and speedups[-1] > 1  # it grows with the length
     D_model = gen["results"][name]["config"]["d_model"]
     counted = [counted_speedup(row["new_tokens"], D_model) for row in rows]
-    assert all(s < c for s, c in zip(speedups, counted, strict=True))  # and stays below the count
+    assert all(
+        s < c for s, c in zip(speedups, counted, strict=True)
+    )  # and stays below the count
 
 # %% [markdown]
 # ### What a cached step waits for
@@ -514,7 +582,9 @@ ax.set_xlabel("seconds to execute, fresh kernel")
 ax.legend(loc="lower right")
 fig.tight_layout()
 plt.show()
-print(f"all {len(names)} chapters: {nbs['total_seconds'] / 60:.1f} minutes (aim: under 8)")
+print(
+    f"all {len(names)} chapters: {nbs['total_seconds'] / 60:.1f} minutes (aim: under 8)"
+)
 print("over 90 s:", [name for name, s in zip(names, seconds, strict=True) if s > 90])
 assert nbs["all_ok"]
 
@@ -628,9 +698,16 @@ assert nbs["all_ok"]
 # matrix-vector products read faster, the same code may well reach 5.
 
 # %%
-ratios = {row["config"]["d_model"]: row["ratio_tinyformer_over_torch"] for row in train["results"]}
-baby_256 = next((r for r in gen["results"]["baby_gpt"]["rows"] if r["new_tokens"] == 256), None)
-assert baby_256 is not None, "generation.json has no row for 256 new tokens: run `make bench`"
+ratios = {
+    row["config"]["d_model"]: row["ratio_tinyformer_over_torch"]
+    for row in train["results"]
+}
+baby_256 = next(
+    (r for r in gen["results"]["baby_gpt"]["rows"] if r["new_tokens"] == 256), None
+)
+assert baby_256 is not None, (
+    "generation.json has no row for 256 new tokens: run `make bench`"
+)
 for d_model, ratio in ratios.items():
     print(f"training_throughput_ratio_d{d_model}: {ratio:.3f} (target >= 0.9)")
 kv_speedup = baby_256["speedup_cache_over_no_cache"]
@@ -640,6 +717,8 @@ print(
 )
 reading = gen["results"]["baby_gpt"]["weight_reading"]
 ceiling = (1 / baby_256["tokens_per_s"]["no_cache"]) / reading["matvec_s"]
-print(f"  ceiling on this machine (an uncached token / the matrix-vector products): {ceiling:.2f}")
+print(
+    f"  ceiling on this machine (an uncached token / the matrix-vector products): {ceiling:.2f}"
+)
 assert all(ratio >= 0.9 for ratio in ratios.values())
 assert kv_speedup > 1

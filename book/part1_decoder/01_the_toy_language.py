@@ -78,11 +78,12 @@ from fractions import Fraction
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib_inline.backend_inline import set_matplotlib_formats
-
 from tinyformer.language import ToyLanguage
 from tinyformer.vocab import Vocab
 
-set_matplotlib_formats("png")  # PNG figures: the same in the book, on GitHub and in Colab
+set_matplotlib_formats(
+    "png"
+)  # PNG figures: the same in the book, on GitHub and in Colab
 
 lang = ToyLanguage()
 grammar = lang.grammar
@@ -114,7 +115,9 @@ def fmt(p: float) -> str:
 
 def is_word_rule(lhs: str) -> bool:
     """Rules whose right-hand sides are single words (the lexicon)."""
-    return all(len(r.rhs) == 1 and r.rhs[0] not in grammar.by_lhs for r in grammar.by_lhs[lhs])
+    return all(
+        len(r.rhs) == 1 and r.rhs[0] not in grammar.by_lhs for r in grammar.by_lhs[lhs]
+    )
 
 
 for lhs, rules in grammar.by_lhs.items():
@@ -265,7 +268,9 @@ def show_analysis(words):
     for i, word in enumerate(words):
         if i in roles:
             print(f"  {i:2}  {word:9} {roles[i]}")
-    print(f"  subject number: {a.number}, mismatched attractor: {a.has_mismatched_attractor}")
+    print(
+        f"  subject number: {a.number}, mismatched attractor: {a.has_mismatched_attractor}"
+    )
     return a
 
 
@@ -276,7 +281,9 @@ analysis = show_analysis(example)
 
 # %%
 rc_example = next(
-    s for s in lang.sample(50, seed=0) if "that" in s and lang.analyse(s).has_mismatched_attractor
+    s
+    for s in lang.sample(50, seed=0)
+    if "that" in s and lang.analyse(s).has_mismatched_attractor
 )
 _ = show_analysis(rc_example)
 
@@ -384,7 +391,9 @@ e_S = np.zeros(len(symbols))
 e_S[index[grammar.start]] = 1.0
 n = np.linalg.solve(np.eye(len(symbols)) - M.T, e_S)  # expected expansions per sentence
 
-H_choice = {A: -sum(r.prob * math.log(r.prob) for r in grammar.by_lhs[A]) for A in symbols}
+H_choice = {
+    A: -sum(r.prob * math.log(r.prob) for r in grammar.by_lhs[A]) for A in symbols
+}
 H_sentence = sum(n[index[A]] * H_choice[A] for A in symbols)
 expected_words = sum(
     n[index[r.lhs]] * r.prob * sum(s not in index for s in r.rhs) for r in grammar.rules
@@ -495,9 +504,13 @@ assert math.isclose((token_counts * word_dist).sum(), lang.expected_length())
 print("longest sentence:", len(word_dist) - 1, "words =", token_counts[-1], "tokens")
 
 # %%
-samples = lang.sample_trees(5000, seed=1)  # we reuse these for the Monte Carlo check below
+samples = lang.sample_trees(
+    5000, seed=1
+)  # we reuse these for the Monte Carlo check below
 sample_tokens = np.array([len(t.words()) + 1 for t in samples])
-sampled = np.bincount(sample_tokens, minlength=token_counts[-1] + 1)[token_counts] / len(samples)
+sampled = np.bincount(sample_tokens, minlength=token_counts[-1] + 1)[
+    token_counts
+] / len(samples)
 possible = word_dist > 0  # no sentence is shorter than 3 words
 
 fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -617,11 +630,15 @@ ce_uniform = math.log(len(outcomes))
 # Unigram: token frequencies in the training sentences.
 unigram = Counter(w for s in train for w in s + [EOS])
 total = sum(unigram.values())
-ce_unigram = sum(-math.log(unigram[w] / total) for s in test for w in s + [EOS]) / test_tokens
+ce_unigram = (
+    sum(-math.log(unigram[w] / total) for s in test for w in s + [EOS]) / test_tokens
+)
 
 # Bigram: q(w | previous token), add-alpha smoothed.
 alpha = 0.01
-pairs = Counter((a, b) for s in train for a, b in zip([BOS] + s, s + [EOS], strict=True))
+pairs = Counter(
+    (a, b) for s in train for a, b in zip([BOS] + s, s + [EOS], strict=True)
+)
 context = Counter(a for s in train for a in [BOS] + s)
 
 
@@ -630,7 +647,11 @@ def q_bigram(prev: str, w: str) -> float:
 
 
 ce_bigram = (
-    sum(-math.log(q_bigram(a, b)) for s in test for a, b in zip([BOS] + s, s + [EOS], strict=True))
+    sum(
+        -math.log(q_bigram(a, b))
+        for s in test
+        for a, b in zip([BOS] + s, s + [EOS], strict=True)
+    )
     / test_tokens
 )
 
@@ -649,7 +670,11 @@ assert ce_uniform > ce_unigram > ce_bigram > limit
 # %%
 fig, ax = plt.subplots(figsize=(7, 3))
 names = list(ladder)
-ax.barh(names[::-1], [ladder[k] for k in names[::-1]], color=["tab:green"] + ["tab:gray"] * 3)
+ax.barh(
+    names[::-1],
+    [ladder[k] for k in names[::-1]],
+    color=["tab:green"] + ["tab:gray"] * 3,
+)
 ax.axvline(limit, color="tab:red", linestyle="--", label=f"entropy limit {limit:.4f}")
 ax.set_xlabel("cross-entropy on 5000 test sentences (nats/token)")
 ax.set_title("Every model pays the entropy; worse models pay more")
@@ -866,7 +891,10 @@ print(vocab.encode("the unicorn sleeps".split(), unk=True), "(with unk=True)")
 # Checks of the numbers quoted in the solutions (hidden in the book; nbval runs them).
 ex1 = "these dogs near a cat sleep".split()
 assert math.isclose(lang.prob(ex1), 1 / 640000, rel_tol=1e-9)
-assert round(-lang.log_prob(ex1), 4) == 13.3692 and round(-lang.log_prob(ex1) / 7, 4) == 1.9099
+assert (
+    round(-lang.log_prob(ex1), 4) == 13.3692
+    and round(-lang.log_prob(ex1) / 7, 4) == 1.9099
+)
 assert round(math.log(2) / 2, 4) == 0.3466
 rich = ToyLanguage(p_adjectives=(0.2, 0.4, 0.4))
 assert round(rich.entropy_per_sentence(), 4) == 17.6382
@@ -875,5 +903,8 @@ assert round(rich.entropy_per_token(), 4) == 1.8458
 assert round(lang.entropy_per_sentence(), 4) == 14.9683
 nom = {p: -sum(x * math.log(x) for x in p) for p in [(0.6, 0.3, 0.1), (0.2, 0.4, 0.4)]}
 assert [round(v, 4) for v in nom.values()] == [0.8979, 1.0549]
-assert round(math.log(2) / 8.1, 4) == 0.0856 and round(limit + math.log(2) / 8.1, 4) == 1.9335
+assert (
+    round(math.log(2) / 8.1, 4) == 0.0856
+    and round(limit + math.log(2) / 8.1, 4) == 1.9335
+)
 print("all quoted numbers check out")

@@ -59,8 +59,6 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from matplotlib_inline.backend_inline import set_matplotlib_formats
-from torch import nn
-
 from tinyformer.attention import MultiHeadAttention, causal_mask
 from tinyformer.language import ToyLanguage
 from tinyformer.layers import (
@@ -70,8 +68,11 @@ from tinyformer.layers import (
 )
 from tinyformer.train import set_seed
 from tinyformer.vocab import Vocab
+from torch import nn
 
-set_matplotlib_formats("png")  # PNG figures: the same in the book, on GitHub and in Colab
+set_matplotlib_formats(
+    "png"
+)  # PNG figures: the same in the book, on GitHub and in Colab
 set_seed(0)
 
 lang = ToyLanguage()
@@ -109,7 +110,12 @@ by_matmul = one_hot @ W  # (T, V) @ (V, D) -> (T, D)
 by_index = W[ids]  # (T, D): row ids[t] for each t
 
 print("ids      ", ids.tolist())
-print("one_hot  ", tuple(one_hot.shape), " row 1 has its 1 at place", int(one_hot[1].argmax()))
+print(
+    "one_hot  ",
+    tuple(one_hot.shape),
+    " row 1 has its 1 at place",
+    int(one_hot[1].argmax()),
+)
 print("embedded ", tuple(by_index.shape))
 assert torch.allclose(by_matmul, by_index, rtol=0, atol=1e-7)
 print("one-hot @ W equals W[ids]")
@@ -147,8 +153,12 @@ assert torch.equal(emb_plain(ids_b)[0], W[ids])
 assert torch.equal(torch_emb(ids_b), emb_plain(ids_b))
 assert torch.allclose(emb(ids_b)[0], W[ids] * math.sqrt(D))
 print("TokenEmbedding(scale=False) == nn.Embedding == W[ids]")
-print(f"TokenEmbedding(scale=True)  == W[ids] * sqrt(D), and sqrt(D) = {math.sqrt(D):.0f}")
-print(f"entry std: table {W.std().item():.3f}, after scaling {emb(ids_b).std().item():.3f}")
+print(
+    f"TokenEmbedding(scale=True)  == W[ids] * sqrt(D), and sqrt(D) = {math.sqrt(D):.0f}"
+)
+print(
+    f"entry std: table {W.std().item():.3f}, after scaling {emb(ids_b).std().item():.3f}"
+)
 
 # %% [markdown]
 # Now a whole batch. `Vocab.batch` turns $B$ sentences into a padded $(B, T)$ tensor of
@@ -181,7 +191,9 @@ touched = emb.weight.grad.abs().sum(dim=1) > 0  # (V,)
 present = torch.zeros(V, dtype=torch.bool)
 present[batch.unique()] = True
 assert torch.equal(touched, present)
-print(f"rows with a gradient: {int(touched.sum())} of {V}, exactly the tokens in the batch")
+print(
+    f"rows with a gradient: {int(touched.sum())} of {V}, exactly the tokens in the batch"
+)
 
 # %% [markdown]
 # ## Why positions are needed
@@ -251,12 +263,16 @@ assert torch.allclose(out_b, out_a[:, swap], atol=1e-5)
 # %%
 pos_enc = SinusoidalPositionalEncoding(D, max_len=32)
 with torch.no_grad():
-    out_a, weights_a = attn(pos_enc(emb(torch.tensor([vocab.encode(a)]))), return_weights=True)
+    out_a, weights_a = attn(
+        pos_enc(emb(torch.tensor([vocab.encode(a)]))), return_weights=True
+    )
     out_b = attn(pos_enc(emb(torch.tensor([vocab.encode(b)]))))
 for word in ("dog", "cat", "chases"):
     va, vb = out_a[0, a.index(word)], out_b[0, b.index(word)]
     change = ((va - vb).norm() / va.norm()).item()
-    print(f"{word:7} vectors in the two sentences differ by {change:.0%} of their length")
+    print(
+        f"{word:7} vectors in the two sentences differ by {change:.0%} of their length"
+    )
     assert change > 0.03
 lo, hi = weights_a.min().item(), weights_a.max().item()
 print(f"attention weights (B, H, T, T) all lie between {lo:.2f} and {hi:.2f}")
@@ -282,7 +298,8 @@ with torch.no_grad():
     plain = attn(emb(ids_a))  # no mask
     masked = attn(emb(ids_a), mask=causal_mask(len(a)))  # position t sees 0..t
 print(
-    "both 'the' vectors equal without a mask:", torch.allclose(plain[0, 0], plain[0, 3], atol=1e-6)
+    "both 'the' vectors equal without a mask:",
+    torch.allclose(plain[0, 0], plain[0, 3], atol=1e-6),
 )
 print(
     "both 'the' vectors equal with a causal mask:",
@@ -325,7 +342,9 @@ def sinusoidal_encoding(max_len: int, d_model: int) -> torch.Tensor:
 max_len = 32  # the context of the models in Part I
 PE = sinusoidal_encoding(max_len, D)  # (max_len, D)
 print("PE", tuple(PE.shape))
-print("PE[0] starts", [round(v, 3) for v in PE[0, :6].tolist()], "(sin 0 = 0, cos 0 = 1)")
+print(
+    "PE[0] starts", [round(v, 3) for v in PE[0, :6].tolist()], "(sin 0 = 0, cos 0 = 1)"
+)
 print("PE[1] starts", [round(v, 3) for v in PE[1, :6].tolist()])
 
 # %% [markdown]
@@ -345,7 +364,12 @@ print(
 x = emb(batch)  # (B, T, D)
 T = x.shape[1]
 assert torch.allclose(pos_enc(x), x + PE[:T], atol=1e-6)
-print("forward: (B, T, D) =", tuple(x.shape), "-> x + PE[:T], same shape", tuple(pos_enc(x).shape))
+print(
+    "forward: (B, T, D) =",
+    tuple(x.shape),
+    "-> x + PE[:T], same shape",
+    tuple(pos_enc(x).shape),
+)
 
 # %% [markdown]
 # Two pictures of the table. The heatmap has one row per position and one column per
@@ -518,7 +542,9 @@ positions = torch.arange(T)  # (T,) position ids 0 .. T - 1
 by_hand = x + P[positions]  # (B, T, D) + (T, D): broadcast over the batch
 assert torch.allclose(learned(x), by_hand)
 print("LearnedPositionalEmbedding(x) == x + P[0:T]")
-print(f"table {tuple(P.shape)}: {P.numel()} trainable parameters (the sinusoidal one has 0)")
+print(
+    f"table {tuple(P.shape)}: {P.numel()} trainable parameters (the sinusoidal one has 0)"
+)
 
 # %% [markdown]
 # Before training, the learned rows are random vectors, so no position is more similar to
@@ -535,7 +561,10 @@ def cosine_matrix(table: torch.Tensor) -> torch.Tensor:
 
 
 fig, axes = plt.subplots(1, 2, figsize=(9, 4))
-for ax, table, title in ((axes[0], PE, "sinusoidal"), (axes[1], P.detach(), "learned, untrained")):
+for ax, table, title in (
+    (axes[0], PE, "sinusoidal"),
+    (axes[1], P.detach(), "learned, untrained"),
+):
     image = ax.imshow(cosine_matrix(table), cmap="RdBu", vmin=-1, vmax=1)
     ax.set_xlabel("position q")
     ax.set_ylabel("position p")
@@ -544,9 +573,13 @@ fig.colorbar(image, ax=axes, fraction=0.025, label="cosine similarity")
 plt.show()
 
 neighbours = torch.diagonal(cosine_matrix(P.detach()), 1)
-print(f"learned (untrained): cosine between neighbours, mean {neighbours.mean().item():.2f}")
+print(
+    f"learned (untrained): cosine between neighbours, mean {neighbours.mean().item():.2f}"
+)
 sin_neighbours = torch.diagonal(cosine_matrix(PE), 1)
-print(f"sinusoidal:          cosine between neighbours {sin_neighbours[0].item():.2f} (all equal)")
+print(
+    f"sinusoidal:          cosine between neighbours {sin_neighbours[0].item():.2f} (all equal)"
+)
 
 # %% [markdown]
 # Which is better? In the paper, neither: the two "produced nearly identical results"
@@ -573,7 +606,9 @@ print(f"sinusoidal:          cosine between neighbours {sin_neighbours[0].item()
 def token_position_cosines(d_model: int, seed: int) -> torch.Tensor:
     """Cosines between the V token vectors of a fresh TokenEmbedding and the PE rows."""
     set_seed(seed)
-    tokens = TokenEmbedding(V, d_model)(torch.arange(V)).detach()  # (V, D), scaled by sqrt(D)
+    tokens = TokenEmbedding(V, d_model)(
+        torch.arange(V)
+    ).detach()  # (V, D), scaled by sqrt(D)
     pe = SinusoidalPositionalEncoding(d_model, max_len).pe  # (max_len, D)
     unit_t = tokens / tokens.norm(dim=1, keepdim=True)
     unit_p = pe / pe.norm(dim=1, keepdim=True)
@@ -606,12 +641,19 @@ for d, c in ((64, cos64), (512, cos512)):
 # %%
 set_seed(0)
 E = TokenEmbedding(V, D)(torch.arange(V)).detach().double()  # (V, D)
-X = (E[:, None, :] + PE.double()[None, :, :]).reshape(-1, D)  # (V * max_len, D): every sum
-X1 = torch.cat([X, torch.ones(len(X), 1, dtype=torch.float64)], dim=1)  # add a bias column
+X = (E[:, None, :] + PE.double()[None, :, :]).reshape(
+    -1, D
+)  # (V * max_len, D): every sum
+X1 = torch.cat(
+    [X, torch.ones(len(X), 1, dtype=torch.float64)], dim=1
+)  # add a bias column
 token_of = torch.arange(V).repeat_interleave(max_len)  # (V * max_len,)
 position_of = torch.arange(max_len).repeat(V)  # (V * max_len,)
 
-for name, target, n_classes in (("token", token_of, V), ("position", position_of, max_len)):
+for name, target, n_classes in (
+    ("token", token_of, V),
+    ("position", position_of, max_len),
+):
     Y = F.one_hot(target, n_classes).double()  # (N, n_classes)
     readout = torch.linalg.lstsq(X1, Y).solution  # (D + 1, n_classes): a linear layer
     accuracy = ((X1 @ readout).argmax(dim=1) == target).double().mean().item()
@@ -650,7 +692,9 @@ for name, target, n_classes in (("token", token_of, V), ("position", position_of
 omega = 1.0 / 10000.0 ** (2 * torch.arange(D // 2, dtype=torch.float64) / D)  # (D/2,)
 angle_at_31 = 31 * omega  # (D/2,) angle reached by each pair at the last position
 never_full_turn = int((angle_at_31 < 2 * math.pi).sum())
-print(f"pairs that do not complete a turn within positions 0..31: {never_full_turn} of {D // 2}")
+print(
+    f"pairs that do not complete a turn within positions 0..31: {never_full_turn} of {D // 2}"
+)
 print(
     f"angle reached by the slowest pair at position 31: {angle_at_31[-1].item():.4f} rad"
     f" (a full turn is {2 * math.pi:.4f})"
@@ -664,7 +708,10 @@ print(
 
 # %%
 too_long = torch.zeros(1, 40, D)  # (B=1, T=40, D), longer than max_len = 32
-for module in (SinusoidalPositionalEncoding(D, max_len), LearnedPositionalEmbedding(max_len, D)):
+for module in (
+    SinusoidalPositionalEncoding(D, max_len),
+    LearnedPositionalEmbedding(max_len, D),
+):
     try:
         module(too_long)
     except ValueError as error:

@@ -58,18 +58,23 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from matplotlib_inline.backend_inline import set_matplotlib_formats
-from torch import nn
-
-from tinyformer.attention import MultiHeadAttention, causal_mask, scaled_dot_product_attention
+from tinyformer.attention import (
+    MultiHeadAttention,
+    causal_mask,
+    scaled_dot_product_attention,
+)
 from tinyformer.compat import load_mha_from_torch, to_torch_mask
 from tinyformer.language import ToyLanguage
 from tinyformer.layers import SinusoidalPositionalEncoding, TokenEmbedding
 from tinyformer.plot import plot_attention
 from tinyformer.train import set_seed
 from tinyformer.vocab import Vocab
+from torch import nn
 
 set_seed(0)  # seeds Python, NumPy and torch
-set_matplotlib_formats("png")  # PNG figures: the same in the book, on GitHub and in Colab
+set_matplotlib_formats(
+    "png"
+)  # PNG figures: the same in the book, on GitHub and in Colab
 torch.set_printoptions(precision=2, sci_mode=False)
 
 # %% [markdown]
@@ -107,7 +112,9 @@ W_k = nn.Linear(D, d_k, bias=False)
 W_v = nn.Linear(D, d_k, bias=False)
 q, k, v = W_q(x), W_k(x), W_v(x)  # each (B, T, d_k)
 
-scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)  # (B, T, d_k) @ (B, d_k, T) -> (B, T, T)
+scores = (
+    q @ k.transpose(-2, -1) / math.sqrt(d_k)
+)  # (B, T, d_k) @ (B, d_k, T) -> (B, T, T)
 weights = scores.softmax(dim=-1)  # softmax over the keys (last dim)
 out = weights @ v  # (B, T, T) @ (B, T, d_k) -> (B, T, d_k)
 
@@ -115,7 +122,9 @@ print("x      ", tuple(x.shape))
 print("q, k, v", tuple(q.shape))
 print("scores ", tuple(scores.shape))
 print("out    ", tuple(out.shape))
-print("each row of weights sums to 1:", torch.allclose(weights.sum(-1), torch.ones(B, T)))
+print(
+    "each row of weights sums to 1:", torch.allclose(weights.sum(-1), torch.ones(B, T))
+)
 
 # %% [markdown]
 # Row $t$ of `weights[0]` (the {term}`attention weights`) is how position $t$ of the first
@@ -217,8 +226,12 @@ N, T_k = 1000, 16
 results = {False: [], True: []}  # scaled? -> one dict per d_k
 for dk in d_ks:
     q_ = torch.randn(N, 1, dk, generator=generator, dtype=torch.float64)  # (N, 1, d_k)
-    k_ = torch.randn(N, T_k, dk, generator=generator, dtype=torch.float64)  # (N, T_k, d_k)
-    c = torch.randn(N, T_k, generator=generator, dtype=torch.float64)  # random upstream grad
+    k_ = torch.randn(
+        N, T_k, dk, generator=generator, dtype=torch.float64
+    )  # (N, T_k, d_k)
+    c = torch.randn(
+        N, T_k, generator=generator, dtype=torch.float64
+    )  # random upstream grad
     raw = (q_ @ k_.transpose(-2, -1)).squeeze(1)  # (N, T_k): the dot products q . k
     for scaled in (False, True):
         s = (raw / math.sqrt(dk) if scaled else raw).detach().requires_grad_()
@@ -246,7 +259,10 @@ for dk, r, sc in zip(d_ks, results[False], results[True], strict=True):
         f"{r['grad']:.1e} / {sc['grad']:.1e}",
     ]
     widths = [22, 23, 20, 24]
-    print(f"{dk:4d} | " + " | ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True)))
+    print(
+        f"{dk:4d} | "
+        + " | ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True))
+    )
 
 # %% [markdown]
 # The table says it in numbers; the figure says it at a glance. Left to right: the variance
@@ -292,11 +308,17 @@ fig.tight_layout()
 
 # %%
 raw, scaled = results[False], results[True]
-assert all(0.9 < r["var"] / dk < 1.1 for r, dk in zip(raw, d_ks, strict=True))  # Var = d_k
+assert all(
+    0.9 < r["var"] / dk < 1.1 for r, dk in zip(raw, d_ks, strict=True)
+)  # Var = d_k
 assert all(0.9 < r["var"] < 1.1 for r in scaled)  # Var = 1 after scaling
 assert raw[-1]["entropy"] < 0.2 < 2.2 < scaled[-1]["entropy"]  # saturated vs not
-assert raw[-1]["grad"] < 1e-3 * scaled[-1]["grad"]  # 1000 times less gradient at d_k = 1024
-print("Var(q.k) = d_k, scaling restores 1; unscaled softmax saturates and its gradient vanishes")
+assert (
+    raw[-1]["grad"] < 1e-3 * scaled[-1]["grad"]
+)  # 1000 times less gradient at d_k = 1024
+print(
+    "Var(q.k) = d_k, scaling restores 1; unscaled softmax saturates and its gradient vanishes"
+)
 
 # %% [markdown]
 # > In a trained model $q$ and $k$ are not independent unit Gaussians, so the scaling is a
@@ -338,16 +360,24 @@ x = torch.randn(1, T, D)  # (1, T, D)
 
 def dependence(mask):
     """(T, T) matrix: entry [t, s] = || d out_t / d x_s ||, from the full Jacobian."""
-    jac = torch.autograd.functional.jacobian(lambda x: mha(x, mask=mask), x)  # (1,T,D,1,T,D)
+    jac = torch.autograd.functional.jacobian(
+        lambda x: mha(x, mask=mask), x
+    )  # (1,T,D,1,T,D)
     return jac[0, :, :, 0, :, :].pow(2).sum(dim=(1, 3)).sqrt()  # (T, T)
 
 
 dep_causal = dependence(causal_mask(T))
 dep_full = dependence(None)
 future = ~causal_mask(T)  # True where s > t
-print("with the causal mask, largest influence of the future:", dep_causal[future].max().item())
+print(
+    "with the causal mask, largest influence of the future:",
+    dep_causal[future].max().item(),
+)
 print("  ... and every s <= t has an influence:", bool((dep_causal[~future] > 0).all()))
-print("without a mask, smallest influence of the future:", round(dep_full[future].min().item(), 3))
+print(
+    "without a mask, smallest influence of the future:",
+    round(dep_full[future].min().item(), 3),
+)
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
@@ -462,7 +492,9 @@ def multi_head_attention(x, mha, mask=None):
         return t.view(B, T, H, d_k).transpose(1, 2)
 
     q, k, v = split(mha.q_proj(x)), split(mha.k_proj(x)), split(mha.v_proj(x))
-    out, _ = attention(q, k, v, mask)  # (B, H, T, d_k); a (T, T) mask broadcasts over B, H
+    out, _ = attention(
+        q, k, v, mask
+    )  # (B, H, T, d_k); a (T, T) mask broadcasts over B, H
     out = out.transpose(1, 2).reshape(B, T, D)  # merge: concatenate the H heads
     return mha.out_proj(out)  # (B, T, D)
 
@@ -489,8 +521,14 @@ with torch.no_grad():
     pkg = mha(x, mask=mask)
     torch_out, _ = theirs(x, x, x, attn_mask=to_torch_mask(mask), need_weights=False)
 print("output shape", tuple(ours.shape))
-print("written out == tinyformer MultiHeadAttention:", torch.allclose(ours, pkg, atol=1e-6))
-print("written out == nn.MultiheadAttention        :", torch.allclose(ours, torch_out, atol=1e-6))
+print(
+    "written out == tinyformer MultiHeadAttention:",
+    torch.allclose(ours, pkg, atol=1e-6),
+)
+print(
+    "written out == nn.MultiheadAttention        :",
+    torch.allclose(ours, torch_out, atol=1e-6),
+)
 
 # %% [markdown]
 # The parameter count does not depend on $H$: four `(D, D)` weight matrices
@@ -553,7 +591,9 @@ print(
 # %%
 fig, axes = plt.subplots(2, 2, figsize=(10, 9.5))
 for head, ax in enumerate(axes.flat):
-    plot_attention(w[0, head], tokens, tokens, ax=ax, title=f"head {head} (random weights)")
+    plot_attention(
+        w[0, head], tokens, tokens, ax=ax, title=f"head {head} (random weights)"
+    )
 fig.suptitle("Causal self-attention on a toy sentence, before any training")
 fig.tight_layout()
 

@@ -60,8 +60,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib_inline.backend_inline import set_matplotlib_formats
-from torch import nn
-
 from tinyformer.attention import causal_mask
 from tinyformer.compat import load_block_from_torch, to_torch_mask
 from tinyformer.decoder import DecoderBlock, DecoderLM, expected_num_parameters
@@ -70,9 +68,12 @@ from tinyformer.layers import FeedForward
 from tinyformer.plot import plot_loss_curve
 from tinyformer.train import lm_loss, set_seed, train
 from tinyformer.vocab import Vocab
+from torch import nn
 
 set_seed(0)  # seeds Python, NumPy and torch
-set_matplotlib_formats("png")  # PNG figures: the same in the book, on GitHub and in Colab
+set_matplotlib_formats(
+    "png"
+)  # PNG figures: the same in the book, on GitHub and in Colab
 
 # %% [markdown]
 # ## The block at a glance
@@ -119,7 +120,9 @@ x = torch.randn(B, T, D)
 W1, b1 = ff.linear1.weight.T, ff.linear1.bias  # (D, d_ff), (d_ff,)
 W2, b2 = ff.linear2.weight.T, ff.linear2.bias  # (d_ff, D), (D,)
 out = feed_forward(x, W1, b1, W2, b2)
-print("x", tuple(x.shape), "-> hidden", tuple((x @ W1).shape), "-> out", tuple(out.shape))
+print(
+    "x", tuple(x.shape), "-> hidden", tuple((x @ W1).shape), "-> out", tuple(out.shape)
+)
 assert torch.allclose(out, ff(x), atol=1e-6)
 print("feed_forward == tinyformer.layers.FeedForward")
 
@@ -228,11 +231,19 @@ x = 3 + 2 * torch.randn(B, T, D)  # (B, T, D), mean 3, std 2
 assert torch.allclose(layer_norm(x, ln.weight, ln.bias), ln(x), atol=1e-5)
 print("layer_norm == nn.LayerNorm")
 
-z = layer_norm(x, torch.ones(D), torch.zeros(D))  # gain 1, bias 0: just the normalisation
-print(f"before: mean {x.mean(-1).mean():.2f}, std {x.std(-1, unbiased=False).mean():.2f}")
-print(f"after:  mean {z.mean(-1).abs().max():.4f}, std {z.std(-1, unbiased=False).mean():.4f}")
+z = layer_norm(
+    x, torch.ones(D), torch.zeros(D)
+)  # gain 1, bias 0: just the normalisation
+print(
+    f"before: mean {x.mean(-1).mean():.2f}, std {x.std(-1, unbiased=False).mean():.2f}"
+)
+print(
+    f"after:  mean {z.mean(-1).abs().max():.4f}, std {z.std(-1, unbiased=False).mean():.4f}"
+)
 unbiased = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, keepdim=True) + 1e-5)
-print(f"with torch.var's default (unbiased) variance, max error: {(unbiased - z).abs().max():.4f}")
+print(
+    f"with torch.var's default (unbiased) variance, max error: {(unbiased - z).abs().max():.4f}"
+)
 
 # %% [markdown]
 # The last line is a classic bug: `torch.var` divides by $D - 1$ by default, which is off
@@ -333,7 +344,9 @@ for norm_first in (True, False):
         their_out = theirs(x, src_mask=to_torch_mask(mask))  # theirs: True = blocked
         assert torch.allclose(ours(x), their_out, atol=1e-5)
         assert torch.allclose(decoder_block(x, ours, norm_first), their_out, atol=1e-5)
-    print(f"decoder_block == DecoderBlock == nn.TransformerEncoderLayer (norm_first={norm_first})")
+    print(
+        f"decoder_block == DecoderBlock == nn.TransformerEncoderLayer (norm_first={norm_first})"
+    )
 
 # %% [markdown]
 # ## Stacking blocks into a language model
@@ -366,7 +379,9 @@ def decoder_lm(ids, model):
 
 ids = vocab.batch(lang.sample(4, seed=0), bos=True)  # (B, T)
 for norm_first in (True, False):
-    model = DecoderLM(V, d_model=64, n_heads=4, n_layers=4, d_ff=256, norm_first=norm_first)
+    model = DecoderLM(
+        V, d_model=64, n_heads=4, n_layers=4, d_ff=256, norm_first=norm_first
+    )
     logits = model(ids)
     assert torch.allclose(decoder_lm(ids, model), logits, atol=1e-4)
     print(f"decoder_lm == DecoderLM (norm_first={norm_first}): ids {tuple(ids.shape)} "
@@ -437,7 +452,12 @@ def count_parameters(V, D, n_layers, d_ff, max_len, norm_first=True, tie=True):
     layer_norms = 2 * (2 * D)
     final_norm = 2 * D if norm_first else 0
     head = 0 if tie else V * D
-    return embeddings + n_layers * (attention + feed_forward_ + layer_norms) + final_norm + head
+    return (
+        embeddings
+        + n_layers * (attention + feed_forward_ + layer_norms)
+        + final_norm
+        + head
+    )
 
 
 for config in [
@@ -447,7 +467,9 @@ for config in [
     dict(n_layers=12, d_model=128, d_ff=512, max_len=64),
 ]:
     model = DecoderLM(V, **config)
-    actual = sum(p.numel() for p in model.parameters())  # a shared tensor is counted once
+    actual = sum(
+        p.numel() for p in model.parameters()
+    )  # a shared tensor is counted once
     formula = count_parameters(
         V, model.d_model, model.n_layers, model.d_ff, model.max_len,
         norm_first=model.norm_first, tie=model.tie_weights,
@@ -485,7 +507,8 @@ def block_gradient_norms(norm_first, seed, n_layers):
     logits = model(grad_batch[:, :-1])
     lm_loss(logits, grad_batch[:, 1:], vocab.pad_id).backward()
     return [
-        torch.cat([p.grad.flatten() for p in b.parameters()]).norm().item() for b in model.blocks
+        torch.cat([p.grad.flatten() for p in b.parameters()]).norm().item()
+        for b in model.blocks
     ]
 
 
@@ -549,7 +572,9 @@ fig.tight_layout()
 post16, pre16 = grad_norms[False, 16].mean(0), grad_norms[True, 16].mean(0)
 assert (post16 > pre16).all()  # larger in every block
 assert pre16[-4:].mean() < 0.9 * pre16[:4].mean()  # pre-LN shrinks towards the output
-assert (post16 / pre16)[-4:].mean() > (post16 / pre16)[:4].mean()  # gap widest at the output
+assert (post16 / pre16)[-4:].mean() > (post16 / pre16)[
+    :4
+].mean()  # gap widest at the output
 pre_last = [grad_norms[True, n][:, -1].mean() for n in depths]
 post_last = [grad_norms[False, n][:, -1].mean() for n in depths]
 assert pre_last[-1] < 0.8 * pre_last[0]  # pre-LN's last block: smaller when deeper
@@ -618,8 +643,12 @@ for (norm_first, seed), (_, history) in runs.items():
 unigram = torch.bincount(train_ids[:, 1:][train_ids[:, 1:] != vocab.pad_id]).float()
 unigram = unigram[unigram > 0] / unigram.sum()
 unigram_entropy = -(unigram * unigram.log()).sum().item()
-ax.axhline(unigram_entropy, color="grey", linestyle=":", label="ignores context (unigram)")
-ax.axhline(limit, color="black", linestyle="--", linewidth=1.0, label=f"limit {limit:.3f}")
+ax.axhline(
+    unigram_entropy, color="grey", linestyle=":", label="ignores context (unigram)"
+)
+ax.axhline(
+    limit, color="black", linestyle="--", linewidth=1.0, label=f"limit {limit:.3f}"
+)
 ax.set_ylim(1.5, 5)
 ax.set_title("No warmup, learning rate 1e-2, 4 blocks, 3 seeds")
 ax.legend()
@@ -627,7 +656,9 @@ fig.tight_layout()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-print(f"the language's entropy {limit:.3f}; a model that ignores context: {unigram_entropy:.3f}")
+print(
+    f"the language's entropy {limit:.3f}; a model that ignores context: {unigram_entropy:.3f}"
+)
 final = {key: history["eval"][-1] for key, (_, history) in runs.items()}
 for seed in seeds:
     print(f"seed {seed}: validation loss after {STEPS} steps: pre-LN {final[True, seed]:.2f}, "
@@ -659,9 +690,13 @@ for seed in seeds:
 # %%
 for seed in seeds:
     assert final[True, seed] < 2.3  # pre-LN learns with every seed
-    assert final[False, seed] > final[True, seed] + 0.1  # post-LN is worse with every seed
+    assert (
+        final[False, seed] > final[True, seed] + 0.1
+    )  # post-LN is worse with every seed
 assert np.mean([final[False, s] - final[True, s] for s in seeds]) > 0.5
-assert any(final[False, seed] > unigram_entropy - 0.5 for seed in seeds)  # a stalled run
+assert any(
+    final[False, seed] > unigram_entropy - 0.5 for seed in seeds
+)  # a stalled run
 
 # %% [markdown]
 # ## The whole model is causal
@@ -700,7 +735,9 @@ jac = torch.autograd.functional.jacobian(logits_from_embeddings, emb, vectorize=
 dep = jac[0, :, :, 0].pow(2).sum(dim=(1, 3)).sqrt()  # (T, T): ||d logits_t / d e_s||
 future = ~causal_mask(T)  # True where s > t
 print(f"T = {T}; Jacobian {tuple(jac.shape)}")
-print("largest influence of a later input on an earlier output:", dep[future].max().item())
+print(
+    "largest influence of a later input on an earlier output:", dep[future].max().item()
+)
 print("every earlier-or-same input has an influence:", bool((dep[~future] > 0).all()))
 
 # %%

@@ -65,7 +65,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib_inline.backend_inline import set_matplotlib_formats
-
 from tinyformer.decoder import DecoderLM
 from tinyformer.generate import generate, sample_next
 from tinyformer.language import ToyLanguage
@@ -73,7 +72,9 @@ from tinyformer.plot import plot_attention, plot_loss_curve
 from tinyformer.train import lm_loss, lm_loss_by_length, set_seed, train, warmup_cosine
 from tinyformer.vocab import Vocab
 
-set_matplotlib_formats("png")  # PNG figures: the same in the book, on GitHub and in Colab
+set_matplotlib_formats(
+    "png"
+)  # PNG figures: the same in the book, on GitHub and in Colab
 
 lang = ToyLanguage()
 vocab = Vocab(lang.words)
@@ -102,7 +103,11 @@ print(f"vocabulary: {V} tokens; entropy limit: {limit:.4f} nats/token")
 # - targets `(B, T)`: `w1 … wn <eos>`, with `<pad>` where there is nothing to predict.
 
 # %%
-SMALL_BATCH, LARGE_BATCH, SWITCH = 64, 256, 900  # 64 sentences before step 900, then 256
+SMALL_BATCH, LARGE_BATCH, SWITCH = (
+    64,
+    256,
+    900,
+)  # 64 sentences before step 900, then 256
 TRAIN_SEED = 1000  # batch `step` uses seed TRAIN_SEED + step
 
 
@@ -203,7 +208,9 @@ assert noise < 0.0015
 
 # %%
 set_seed(0)
-model = DecoderLM(V, d_model=64, n_heads=4, n_layers=2, d_ff=256, max_len=17, tie_weights=False)
+model = DecoderLM(
+    V, d_model=64, n_heads=4, n_layers=2, d_ff=256, max_len=17, tie_weights=False
+)
 logits = model(inputs)  # (B, T, V)
 log_q = logits.log_softmax(dim=-1)  # (B, T, V)
 nll = -log_q.gather(-1, targets[..., None]).squeeze(-1)  # (B, T): -log q(target)
@@ -261,7 +268,9 @@ print(f"step 0: {schedule[0]:.1e}, step {WARMUP}: {schedule[WARMUP]:.1e}, "
 # %%
 def train_by_hand(model, steps, lr, warmup):
     """Train in place; return the loss of every step."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.0
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, warmup, steps, min_ratio=0.0)
     )
@@ -280,15 +289,21 @@ def train_by_hand(model, steps, lr, warmup):
 
 
 set_seed(0)
-start = DecoderLM(V, d_model=64, n_heads=4, n_layers=2, d_ff=256, max_len=17, tie_weights=False)
+start = DecoderLM(
+    V, d_model=64, n_heads=4, n_layers=2, d_ff=256, max_len=17, tie_weights=False
+)
 ours, theirs = copy.deepcopy(start), copy.deepcopy(start)
 our_losses = train_by_hand(ours, steps=10, lr=LR, warmup=3)
 their_history = train(theirs, get_batch, steps=10, lr=LR, warmup_steps=3, weight_decay=0.0,
                       grad_clip=1.0, min_lr_ratio=0.0, progress=False)  # fmt: skip
-loss_gap = max(abs(a - b) for a, b in zip(our_losses, their_history["loss"], strict=True))
+loss_gap = max(
+    abs(a - b) for a, b in zip(our_losses, their_history["loss"], strict=True)
+)
 probe, _ = get_batch(STEPS)  # a batch that neither run trained on
 with torch.no_grad():
-    output_gap = (ours(probe).log_softmax(-1) - theirs(probe).log_softmax(-1)).abs().max().item()
+    output_gap = (
+        (ours(probe).log_softmax(-1) - theirs(probe).log_softmax(-1)).abs().max().item()
+    )
 print(f"the losses of all 10 steps agree to within 1e-5: {loss_gap < 1e-5}")
 print(f"the two models' log-probabilities agree to within 1e-4: {output_gap < 1e-4}")
 assert loss_gap < 1e-5 and output_gap < 1e-4
@@ -370,7 +385,9 @@ def val_loss(model):
 
 
 set_seed(0)
-model = DecoderLM(V, d_model=64, n_heads=4, n_layers=2, d_ff=256, max_len=17, tie_weights=False)
+model = DecoderLM(
+    V, d_model=64, n_heads=4, n_layers=2, d_ff=256, max_len=17, tie_weights=False
+)
 print(f"{model.num_parameters():,} parameters")
 
 # %% [markdown]
@@ -407,11 +424,21 @@ def loss_by_length(model, inputs, targets):
 
 inputs, targets = get_batch(SWITCH)  # the first batch of 256 sentences
 real = targets != vocab.pad_id  # (B, T)
-print(f"batch {tuple(inputs.shape)}: {1 - real.float().mean():.0%} of its positions are padding")
+print(
+    f"batch {tuple(inputs.shape)}: {1 - real.float().mean():.0%} of its positions are padding"
+)
 params = list(model.parameters())
-loss_a, loss_b = plain_loss(model, inputs, targets), loss_by_length(model, inputs, targets)
-grads_a, grads_b = torch.autograd.grad(loss_a, params), torch.autograd.grad(loss_b, params)
-grad_gap = max((a - b).abs().max().item() for a, b in zip(grads_a, grads_b, strict=True))
+loss_a, loss_b = (
+    plain_loss(model, inputs, targets),
+    loss_by_length(model, inputs, targets),
+)
+grads_a, grads_b = (
+    torch.autograd.grad(loss_a, params),
+    torch.autograd.grad(loss_b, params),
+)
+grad_gap = max(
+    (a - b).abs().max().item() for a, b in zip(grads_a, grads_b, strict=True)
+)
 print(f"loss: {loss_a.item():.6f} with padding, {loss_b.item():.6f} without")
 print(f"gradients agree to within 1e-6: {grad_gap < 1e-6}")
 assert torch.allclose(loss_a, loss_b) and grad_gap < 1e-6
@@ -429,7 +456,9 @@ def best_time(fn, repeats=3):
     return min(times)
 
 
-timing_batches = [get_batch(step) for step in range(SWITCH, SWITCH + 5)]  # 5 batches of 256
+timing_batches = [
+    get_batch(step) for step in range(SWITCH, SWITCH + 5)
+]  # 5 batches of 256
 
 
 def step_time(loss_fn):
@@ -497,7 +526,9 @@ train_smooth = np.convolve(history["loss"], np.ones(window) / window, mode="vali
 train_steps = np.arange(window - 1, STEPS)
 
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-plot_loss_curve(train_steps, train_smooth, ax=ax1, label=f"training (mean of {window} batches)")
+plot_loss_curve(
+    train_steps, train_smooth, ax=ax1, label=f"training (mean of {window} batches)"
+)
 plot_loss_curve(eval_steps, val_curve, limit=limit, ax=ax1, label="validation")
 ax1.set_ylim(1.83, 2.0)
 ax1.set_title("Loss against the entropy limit")
@@ -507,7 +538,9 @@ ax1.annotate(
     arrowprops=dict(arrowstyle="->"),
 )  # fmt: skip
 
-ax2.semilogy(eval_steps[1:], val_curve[1:] - limit, "o-", label="validation − entropy limit")
+ax2.semilogy(
+    eval_steps[1:], val_curve[1:] - limit, "o-", label="validation − entropy limit"
+)
 ax2.semilogy(eval_steps[1:], val_curve[1:] - true_val_loss, "s--",
              label="validation − language's own loss")  # fmt: skip
 ax2.set_xlabel("training step")
@@ -548,10 +581,14 @@ plt.show()
 def sample_next_by_hand(logits, temperature=1.0, top_k=None, generator=None):
     logits = logits / temperature  # (B, V)
     if top_k is not None:
-        kth = logits.topk(top_k, dim=-1).values[:, -1:]  # (B, 1): the k-th largest logit
+        kth = logits.topk(top_k, dim=-1).values[
+            :, -1:
+        ]  # (B, 1): the k-th largest logit
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = logits.softmax(dim=-1)  # (B, V)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)  # (B,)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(
+        -1
+    )  # (B,)
 
 
 z = torch.randn(8, V, generator=torch.Generator().manual_seed(0))
@@ -571,7 +608,9 @@ print("sample_next_by_hand agrees with tinyformer.generate.sample_next")
 # %%
 # NBVAL_IGNORE_OUTPUT
 @torch.no_grad()
-def generate_by_hand(model, n, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+def generate_by_hand(
+    model, n, max_new_tokens, temperature=1.0, top_k=None, generator=None
+):
     ids = torch.full((n, 1), vocab.bos_id)  # (B, 1)
     finished = torch.zeros(n, dtype=torch.bool)  # (B,)
     for _ in range(max_new_tokens):
@@ -645,10 +684,14 @@ parsed = {}  # sentence -> -log p(s) under the language (inf: ungrammatical)
 
 
 def surprise(words):
-    if words is None or not set(words) <= set(lang.words):  # unfinished, or <pad> inside
+    if words is None or not set(words) <= set(
+        lang.words
+    ):  # unfinished, or <pad> inside
         return math.inf
     key = " ".join(words)
-    if key not in parsed:  # one parse: log_prob is -inf when the grammar cannot derive it
+    if (
+        key not in parsed
+    ):  # one parse: log_prob is -inf when the grammar cannot derive it
         parsed[key] = -lang.log_prob(words)
     return parsed[key]
 
@@ -664,7 +707,9 @@ for name, (temperature, top_k, n) in SETTINGS.items():
     table[name] = (ok.mean(), lengths.mean(), nll[ok].sum() / (lengths + 1).sum())
     samples_at[name] = samples
 print(f"{'setting':18} {'grammatical':>11} {'mean length':>12} {'surprise/token':>15}")
-print(f"{'(the language)':18} {1:11.3f} {lang.expected_length() - 1:12.2f} {limit:15.3f}")
+print(
+    f"{'(the language)':18} {1:11.3f} {lang.expected_length() - 1:12.2f} {limit:15.3f}"
+)
 for name, (rate, length, per_token) in table.items():
     print(f"{name:18} {rate:11.3f} {length:12.2f} {per_token:15.3f}")
 grammatical_rate = table["τ = 1"][0]
@@ -673,7 +718,9 @@ grammatical_rate = table["τ = 1"][0]
 assert abs(table["τ = 1"][1] - 7.1) < 0.3  # τ = 1: the language's length ...
 assert abs(table["τ = 1"][2] - limit) < 0.03  # ... and its surprise per token
 for name in ("τ = 0.5", "τ = 1, top-k = 5"):
-    assert table[name][0] >= grammatical_rate  # colder or truncated: at least as grammatical
+    assert (
+        table[name][0] >= grammatical_rate
+    )  # colder or truncated: at least as grammatical
     assert table[name][2] < limit - 0.01  # ... but more predictable, less diverse
     assert table[name][1] > 7.1 + 0.5  # ... and, here, longer
 assert table["τ = 1.5"][0] < grammatical_rate  # hotter: more mistakes
@@ -706,7 +753,11 @@ prefix = torch.tensor([vocab.encode(["the", "dog"], bos=True)])  # (1, 3)
 with torch.no_grad():
     z = model(prefix)[0, -1]  # (V,): logits of the next token
 verbs = [w for w in lang.words if lang.number(w) == "sg" and w not in nouns]  # 8 verbs
-groups = {"that": ["that"], "a preposition": ["near", "behind", "under"], "a verb": verbs}
+groups = {
+    "that": ["that"],
+    "a preposition": ["near", "behind", "under"],
+    "a verb": verbs,
+}
 print(f"{'next token':14} {'τ = 1':>7} {'τ = 0.5':>8} {'top-k = 5':>10}")
 top5 = z.masked_fill(z < z.topk(5).values[-1], float("-inf"))
 dists = [z.softmax(-1), (z / 0.5).softmax(-1), top5.softmax(-1)]
@@ -728,7 +779,9 @@ for label, words in groups.items():
 # %%
 # NBVAL_IGNORE_OUTPUT
 bad = [x for x in samples_at["τ = 1"] if not math.isfinite(surprise(x))]
-print(f"{len(bad)} of {len(samples_at['τ = 1'])} samples are ungrammatical; the first ten:")
+print(
+    f"{len(bad)} of {len(samples_at['τ = 1'])} samples are ungrammatical; the first ten:"
+)
 for x in bad[:10]:
     print("  ", " ".join(x) if x is not None else "(unfinished)")
 
@@ -757,7 +810,9 @@ bound = 1 - math.exp(-kl_per_sentence)
 share = 1 - grammatical_rate
 n = len(samples_at["τ = 1"])
 print(f"bound from the validation loss: at most {bound:.4f} ungrammatical")
-print(f"measured at τ = 1:              {share:.4f} ± {math.sqrt(share * (1 - share) / n):.4f}")
+print(
+    f"measured at τ = 1:              {share:.4f} ± {math.sqrt(share * (1 - share) / n):.4f}"
+)
 
 # %% [markdown]
 # The measured share lies below the bound, as it must up to its noise, and within a factor
@@ -803,7 +858,9 @@ while len(held_out) < N_AGREE:
     for words in lang.sample(500, seed=batch_seed):
         if not any(w in modifier_starts for w in words):  # no PP or relative clause ...
             continue
-        if len({lang.number(w) for w in words if w in nouns}) < 2:  # ... or nouns of one number
+        if (
+            len({lang.number(w) for w in words if w in nouns}) < 2
+        ):  # ... or nouns of one number
             continue
         analysis = lang.analyse(words)
         if analysis.has_mismatched_attractor and len(held_out) < N_AGREE:
@@ -812,19 +869,30 @@ while len(held_out) < N_AGREE:
     batch_seed += 1
 print(f"{len(held_out)} held-out sentences with a mismatched attractor, e.g.")
 for words, a in list(zip(held_out, analyses, strict=True))[:3]:
-    print(f"  {' '.join(words)}   (subject '{words[a.subject]}', verb '{words[a.verb]}')")
+    print(
+        f"  {' '.join(words)}   (subject '{words[a.subject]}', verb '{words[a.verb]}')"
+    )
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 ids = vocab.batch(held_out, bos=True, eos=True)  # (N, T + 1)
-verb_pos = torch.tensor([a.verb for a in analyses])  # input position that predicts the verb
-right = torch.tensor([vocab.stoi[w[a.verb]] for w, a in zip(held_out, analyses, strict=True)])
+verb_pos = torch.tensor(
+    [a.verb for a in analyses]
+)  # input position that predicts the verb
+right = torch.tensor(
+    [vocab.stoi[w[a.verb]] for w, a in zip(held_out, analyses, strict=True)]
+)
 wrong = torch.tensor(
-    [vocab.stoi[lang.flip_number(w[a.verb])] for w, a in zip(held_out, analyses, strict=True)]
+    [
+        vocab.stoi[lang.flip_number(w[a.verb])]
+        for w, a in zip(held_out, analyses, strict=True)
+    ]
 )
 rows = torch.arange(len(held_out))
 with torch.no_grad():
-    logits, attention = model(ids[:, :-1], return_attention=True)  # (N, T, V), [(N, H, T, T)]
+    logits, attention = model(
+        ids[:, :-1], return_attention=True
+    )  # (N, T, V), [(N, H, T, T)]
 
 
 def verb_margin(logits):
@@ -864,7 +932,9 @@ for layer in range(2):
         ax = axes[layer, head]
         plot_attention(attention[layer][example, head, :T, :T], tokens, tokens, ax=ax,
                        title=f"layer {layer + 1}, head {head + 1}")  # fmt: skip
-        ax.add_patch(plt.Rectangle((-0.5, a.verb - 0.5), T, 1, fill=False, edgecolor="red", lw=2))
+        ax.add_patch(
+            plt.Rectangle((-0.5, a.verb - 0.5), T, 1, fill=False, edgecolor="red", lw=2)
+        )
 fig.suptitle("Attention of every head; red: the row that predicts the main verb")
 fig.tight_layout()
 plt.show()
@@ -877,20 +947,26 @@ plt.show()
 # %%
 # NBVAL_IGNORE_OUTPUT
 subject_pos = torch.tensor([a.subject + 1 for a in analyses])  # +1: <bos> comes first
-det_pos = torch.ones(len(held_out), dtype=torch.long)  # the subject's determiner: word 0
+det_pos = torch.ones(
+    len(held_out), dtype=torch.long
+)  # the subject's determiner: word 0
 attractor_mask = torch.zeros(len(held_out), ids.shape[1] - 1, dtype=torch.bool)
 for i, a in enumerate(analyses):
     for j in a.attractors:
         attractor_mask[i, j + 1] = True
 head_stats = {}
-print(f"{'head':16} {'subject noun':>12} {'determiner':>10} {'attractor(s)':>12} {'elsewhere':>9}")
+print(
+    f"{'head':16} {'subject noun':>12} {'determiner':>10} {'attractor(s)':>12} {'elsewhere':>9}"
+)
 for layer in range(2):
     for head in range(4):
         w = attention[layer][rows, head, verb_pos]  # (N, T): the verb row of this head
         on_subject = w[rows, subject_pos].mean().item()
         on_attractor = (w * attractor_mask).sum(-1).mean().item()
         on_det = w[rows, det_pos].mean().item()
-        elsewhere = max(0.0, 1 - on_subject - on_attractor - on_det)  # no rounding to -0.000
+        elsewhere = max(
+            0.0, 1 - on_subject - on_attractor - on_det
+        )  # no rounding to -0.000
         head_stats[layer, head] = (on_subject, on_attractor, on_det)
         print(f"layer {layer + 1}, head {head + 1} {on_subject:12.3f} {on_det:10.3f} "
               f"{on_attractor:12.3f} {elsewhere:9.3f}")  # fmt: skip
@@ -928,9 +1004,13 @@ for layer in range(2):
         silenced_accuracy[layer, head] = accuracy
         print(f"layer {layer + 1}, head {head + 1} {accuracy:18.3f}")
 critical = [
-    f"layer {i + 1}, head {h + 1}" for (i, h), acc in silenced_accuracy.items() if acc < 0.9
+    f"layer {i + 1}, head {h + 1}"
+    for (i, h), acc in silenced_accuracy.items()
+    if acc < 0.9
 ]
-print("heads whose silencing alone costs over 10 points:", ", ".join(critical) or "none")
+print(
+    "heads whose silencing alone costs over 10 points:", ", ".join(critical) or "none"
+)
 
 # %% [markdown]
 # Read all these numbers with care. Three cautions:
@@ -963,13 +1043,20 @@ print("heads whose silencing alone costs over 10 points:", ", ".join(critical) o
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-readers = [k for k, (on_subject, _, on_det) in head_stats.items() if on_subject + on_det >= 0.25]
+readers = [
+    k
+    for k, (on_subject, _, on_det) in head_stats.items()
+    if on_subject + on_det >= 0.25
+]
 handles = [silence_head(layer, head) for layer, head in readers]
 with torch.no_grad():
     readers_silenced = (verb_margin(model(ids[:, :-1])) > 0).float().mean().item()
 for handle in handles:
     handle.remove()
-print("heads that read the subject's number:", [f"layer {i + 1}, head {h + 1}" for i, h in readers])
+print(
+    "heads that read the subject's number:",
+    [f"layer {i + 1}, head {h + 1}" for i, h in readers],
+)
 print(f"agreement accuracy with all of them silenced: {readers_silenced:.3f}")
 
 # %% [markdown]
@@ -980,7 +1067,9 @@ print(f"agreement accuracy with all of them silenced: {readers_silenced:.3f}")
 # than zeroing heads.
 
 # %%
-subject_head = max(head_stats, key=lambda k: head_stats[k][0])  # most weight on the subject
+subject_head = max(
+    head_stats, key=lambda k: head_stats[k][0]
+)  # most weight on the subject
 assert head_stats[subject_head][0] > 0.5 > head_stats[subject_head][1]
 assert readers_silenced < 0.7  # from 1.0 to about a coin toss (0.5) or below
 
@@ -1011,10 +1100,13 @@ cache = model.new_cache()  # one KVCache per layer, empty
 with torch.no_grad():
     full = model(ids_one)  # (1, T, V)
     stepwise = torch.cat(
-        [model(ids_one[:, t : t + 1], cache=cache) for t in range(ids_one.shape[1])], dim=1
+        [model(ids_one[:, t : t + 1], cache=cache) for t in range(ids_one.shape[1])],
+        dim=1,
     )
 print("cached keys per layer (B, H, T, d_k):", tuple(cache[0].k.shape))
-print("same logits as the full forward pass:", torch.allclose(full, stepwise, atol=1e-5))
+print(
+    "same logits as the full forward pass:", torch.allclose(full, stepwise, atol=1e-5)
+)
 assert torch.allclose(full, stepwise, atol=1e-5)
 
 # %% [markdown]
@@ -1024,7 +1116,10 @@ assert torch.allclose(full, stepwise, atol=1e-5)
 # %%
 with_cache, _ = sample_sentences(500, seed=3, use_cache=True)
 without_cache, _ = sample_sentences(500, seed=3, use_cache=False)
-print("identical tokens with and without the cache:", torch.equal(with_cache, without_cache))
+print(
+    "identical tokens with and without the cache:",
+    torch.equal(with_cache, without_cache),
+)
 assert torch.equal(with_cache, without_cache)
 
 # %% [markdown]

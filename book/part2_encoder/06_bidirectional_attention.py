@@ -68,8 +68,6 @@ import warnings
 import matplotlib.pyplot as plt
 import torch
 from matplotlib_inline.backend_inline import set_matplotlib_formats
-from torch import nn
-
 from tinyformer.attention import causal_mask, padding_mask
 from tinyformer.compat import load_block_from_torch, to_torch_mask
 from tinyformer.decoder import DecoderBlock
@@ -78,9 +76,12 @@ from tinyformer.language import DETERMINERS, ToyLanguage
 from tinyformer.plot import plot_attention
 from tinyformer.train import set_seed
 from tinyformer.vocab import Vocab
+from torch import nn
 
 set_seed(0)  # seeds Python, NumPy and torch
-set_matplotlib_formats("png")  # PNG figures: the same in the book, on GitHub and in Colab
+set_matplotlib_formats(
+    "png"
+)  # PNG figures: the same in the book, on GitHub and in Colab
 torch.set_printoptions(precision=3, sci_mode=False)
 
 lang = ToyLanguage()
@@ -133,7 +134,9 @@ print("encoder, influence on 0 :", [round(v, 3) for v in from_encoder.tolist()])
 # %%
 assert (from_decoder[1:] == 0).all() and from_decoder[0] > 0  # sees only itself
 assert (from_encoder > 0).all()  # sees the whole sentence
-print("the decoder's position 0 sees itself only; the encoder's sees all", T, "positions")
+print(
+    "the decoder's position 0 sees itself only; the encoder's sees all", T, "positions"
+)
 
 # %% [markdown]
 # In the decoder, position 0 (the `<bos>` token of a sentence) can only read itself: the
@@ -261,7 +264,12 @@ assert gap > 0.01
 # %%
 key_mask = (ids != vocab.pad_id)[:, None, None, :]  # (B, 1, 1, T), True = real token
 assert torch.equal(key_mask, padding_mask(ids, vocab.pad_id))
-print("padding mask", tuple(key_mask.shape), "- row of sentence 2:", key_mask[1, 0, 0].int())
+print(
+    "padding mask",
+    tuple(key_mask.shape),
+    "- row of sentence 2:",
+    key_mask[1, 0, 0].int(),
+)
 
 # %% [markdown]
 # With the mask, a pad key gets score $-\infty$ and weight exactly $0$, so its value is
@@ -274,7 +282,9 @@ print("padding mask", tuple(key_mask.shape), "- row of sentence 2:", key_mask[1,
 # %%
 with torch.no_grad():
     out = block(x, mask=key_mask)
-    out_other = block(x_other, mask=key_mask)  # the same mask: it comes from the true ids
+    out_other = block(
+        x_other, mask=key_mask
+    )  # the same mask: it comes from the true ids
     out_alone = block(encoder.pos(encoder.tok_emb(alone)), mask=padding_mask(alone, 0))
 
 print("real outputs bit-for-bit unchanged:", torch.equal(out[real], out_other[real]))
@@ -302,7 +312,10 @@ with torch.no_grad():
     h_other = encoder.norm_f(h_other)
     h_bug = no_mask_encoder(ids)
     h_bug_other = no_mask_encoder(other_padding)
-print("Encoder with the mask, real outputs unchanged:", torch.equal(h[real], h_other[real]))
+print(
+    "Encoder with the mask, real outputs unchanged:",
+    torch.equal(h[real], h_other[real]),
+)
 bug = (h_bug - h_bug_other)[real].abs().max().item()
 print(f"Encoder(pad_id=None), largest change of a real output: {bug:.3f}")
 assert torch.equal(h[real], h_other[real]) and bug > 0.01
@@ -334,7 +347,9 @@ with torch.no_grad():
     out_q_other = block.self_attn(block.norm1(x_other), mask=query_mask)
 leak = (out_q - out_q_other)[real].abs().max().item()
 print(f"query mask: largest change of a real token's attention output {leak:.3f}")
-print("   ... and the pad rows read nothing at all: weights of a pad row sum to", end=" ")
+print(
+    "   ... and the pad rows read nothing at all: weights of a pad row sum to", end=" "
+)
 print(weights_q[1, 0, -1].sum().item())
 assert leak > 0.01
 
@@ -415,10 +430,19 @@ def encode(encoder, ids):
 
 
 with torch.no_grad():
-    print("encoder_block == EncoderBlock:", torch.equal(encoder_block(x, block, key_mask), out))
-    print("encode        == Encoder     :", torch.equal(encode(encoder, ids), encoder(ids)))
+    print(
+        "encoder_block == EncoderBlock:",
+        torch.equal(encoder_block(x, block, key_mask), out),
+    )
+    print(
+        "encode        == Encoder     :",
+        torch.equal(encode(encoder, ids), encoder(ids)),
+    )
     post_ln = Encoder(len(vocab), D, H, n_layers=2, d_ff=d_ff, norm_first=False).eval()
-    print("post-LN too                  :", torch.equal(encode(post_ln, ids), post_ln(ids)))
+    print(
+        "post-LN too                  :",
+        torch.equal(encode(post_ln, ids), post_ln(ids)),
+    )
     assert torch.equal(encode(encoder, ids), encoder(ids))
     assert torch.equal(encode(post_ln, ids), post_ln(ids))
 
@@ -450,8 +474,13 @@ for norm_first in (False, True):
     ours = EncoderBlock(D, H, d_ff, norm_first=norm_first).eval()
     load_block_from_torch(ours, theirs)
     with torch.no_grad():
-        gap = (ours(x, mask=key_mask) - theirs(x, src_key_padding_mask=torch_pad_mask))[real]
-    print(f"norm_first={norm_first!s:5}: EncoderBlock == nn.TransformerEncoderLayer:", end=" ")
+        gap = (ours(x, mask=key_mask) - theirs(x, src_key_padding_mask=torch_pad_mask))[
+            real
+        ]
+    print(
+        f"norm_first={norm_first!s:5}: EncoderBlock == nn.TransformerEncoderLayer:",
+        end=" ",
+    )
     print(gap.abs().max().item() < 1e-5)
     assert gap.abs().max().item() < 1e-5
 
@@ -463,18 +492,24 @@ for norm_first in (False, True):
 
 # %%
 set_seed(0)
-layer = nn.TransformerEncoderLayer(D, H, d_ff, dropout=0.0, batch_first=True, norm_first=True)
+layer = nn.TransformerEncoderLayer(
+    D, H, d_ff, dropout=0.0, batch_first=True, norm_first=True
+)
 torch_encoder = nn.TransformerEncoder(
     layer, num_layers=2, norm=nn.LayerNorm(D), enable_nested_tensor=False
 ).eval()
-ours = copy.deepcopy(encoder)  # a copy: `encoder` keeps its own weights for what follows
+ours = copy.deepcopy(
+    encoder
+)  # a copy: `encoder` keeps its own weights for what follows
 for ours_block, their_layer in zip(ours.blocks, torch_encoder.layers, strict=True):
     load_block_from_torch(ours_block, their_layer)
 ours.norm_f.load_state_dict(torch_encoder.norm.state_dict())
 with torch.no_grad():
     x = ours.pos(ours.tok_emb(ids))  # (B, T, D)
     gap = (ours(ids) - torch_encoder(x, src_key_padding_mask=ids == vocab.pad_id))[real]
-print("Encoder == nn.TransformerEncoder (real positions):", gap.abs().max().item() < 1e-5)
+print(
+    "Encoder == nn.TransformerEncoder (real positions):", gap.abs().max().item() < 1e-5
+)
 assert gap.abs().max().item() < 1e-5
 
 # %% [markdown]
@@ -519,14 +554,22 @@ def encode_without_positions(encoder, ids):
 
 a = "the dog chases the cat".split()
 b = "the cat chases the dog".split()
-swap = torch.tensor([0, 1, 5, 3, 4, 2, 6])  # with <bos>/<eos>: b is a with words 2 and 5 swapped
+swap = torch.tensor(
+    [0, 1, 5, 3, 4, 2, 6]
+)  # with <bos>/<eos>: b is a with words 2 and 5 swapped
 ids_a = torch.tensor([vocab.encode(a, bos=True, eos=True)])  # (1, 7)
 ids_b = torch.tensor([vocab.encode(b, bos=True, eos=True)])
 assert torch.equal(ids_a[:, swap], ids_b)
 
 with torch.no_grad():
-    h_a, h_b = encode_without_positions(encoder, ids_a), encode_without_positions(encoder, ids_b)
-    print("no positions: f(x_pi) == f(x)_pi:", torch.allclose(h_b, h_a[:, swap], atol=1e-5))
+    h_a, h_b = (
+        encode_without_positions(encoder, ids_a),
+        encode_without_positions(encoder, ids_b),
+    )
+    print(
+        "no positions: f(x_pi) == f(x)_pi:",
+        torch.allclose(h_b, h_a[:, swap], atol=1e-5),
+    )
     dog_a, dog_b = h_a[0, a.index("dog") + 1], h_b[0, b.index("dog") + 1]
     print("no positions: 'dog' gets the same vector as chaser and as chased:", end=" ")
     print(torch.allclose(dog_a, dog_b, atol=1e-5))
@@ -548,7 +591,9 @@ with torch.no_grad():
     x_a, x_b = encoder.tok_emb(ids_a), encoder.tok_emb(ids_b)  # no positions
     dec_gap = (dec_block(x_b) - dec_block(x_a)[:, swap]).abs().max().item()
     enc_gap = (enc_block(x_b) - enc_block(x_a)[:, swap]).abs().max().item()
-print(f"encoder block, no positions: largest |f(x_pi) - f(x)_pi| < 1e-5: {enc_gap < 1e-5}")
+print(
+    f"encoder block, no positions: largest |f(x_pi) - f(x)_pi| < 1e-5: {enc_gap < 1e-5}"
+)
 print(f"decoder block, no positions: largest |f(x_pi) - f(x)_pi| = {dec_gap:.3f}")
 assert enc_gap < 1e-5 and dec_gap > 0.01
 
@@ -569,7 +614,9 @@ with torch.no_grad():
     h, attention = encoder(ids, return_attention=True)
 print("ids      ", tuple(ids.shape), "(B, T)")
 print("h        ", tuple(h.shape), "(B, T, D)")
-print("attention", len(attention), "layers of", tuple(attention[0].shape), "(B, H, T, T)")
+print(
+    "attention", len(attention), "layers of", tuple(attention[0].shape), "(B, H, T, T)"
+)
 
 # %% [markdown]
 # Many tasks need *one* vector per sentence, not $T$ of them. BERT reserves a special
@@ -604,8 +651,13 @@ ax = plot_attention(
 w = attention[layer_i][b]  # (H, T, T) for sentence 2
 pad_cols = is_pad[b]
 print("largest weight on a pad key, all heads:", w[:, :, pad_cols].max().item())
-print("<bos> reads every real token in every head:", bool((w[:, 0, ~pad_cols] > 0).all()))
-print("every row, pad rows included, sums to 1:", torch.allclose(w.sum(-1), torch.ones(H, T)))
+print(
+    "<bos> reads every real token in every head:", bool((w[:, 0, ~pad_cols] > 0).all())
+)
+print(
+    "every row, pad rows included, sums to 1:",
+    torch.allclose(w.sum(-1), torch.ones(H, T)),
+)
 assert (w[:, :, pad_cols] == 0).all() and (w[:, 0, ~pad_cols] > 0).all()
 
 # %% [markdown]

@@ -66,7 +66,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib_inline.backend_inline import set_matplotlib_formats
-
 from tinyformer.decoder import DecoderLM
 from tinyformer.encoder import Encoder, MaskedLM, mask_tokens, mlm_loss
 from tinyformer.language import ToyLanguage
@@ -75,7 +74,9 @@ from tinyformer.train import set_seed, train
 from tinyformer.vocab import Vocab
 
 set_seed(0)  # seeds Python, NumPy and torch
-set_matplotlib_formats("png")  # PNG figures: the same in the book, on GitHub and in Colab
+set_matplotlib_formats(
+    "png"
+)  # PNG figures: the same in the book, on GitHub and in Colab
 
 lang = ToyLanguage()
 vocab = Vocab(lang.words)
@@ -179,7 +180,9 @@ def corrupt(ids, vocab, p=0.15, generator=None):
     maskable = ~torch.isin(ids, special)  # ordinary words only, never <bos>/<eos>/<pad>
 
     chosen = maskable & (torch.rand(ids.shape, generator=generator) < p)
-    action = torch.rand(ids.shape, generator=generator)  # <0.8 mask, <0.9 random, else keep
+    action = torch.rand(
+        ids.shape, generator=generator
+    )  # <0.8 mask, <0.9 random, else keep
     random_word = words[torch.randint(len(words), ids.shape, generator=generator)]
 
     inputs = ids.masked_fill(chosen & (action < 0.8), vocab.mask_id)
@@ -200,14 +203,26 @@ assert all(map(torch.equal, ours, theirs))
 
 # %%
 inputs, labels = mask_tokens(ids, vocab, generator=torch.Generator().manual_seed(1))
-print("ids", tuple(ids.shape), "-> inputs", tuple(inputs.shape), "and labels", tuple(labels.shape))
+print(
+    "ids",
+    tuple(ids.shape),
+    "-> inputs",
+    tuple(inputs.shape),
+    "and labels",
+    tuple(labels.shape),
+)
 for row in range(4):
     words = vocab.decode(ids[row], strip_special=False)
     seen = vocab.decode(inputs[row], strip_special=False)
     asked = [vocab.itos[i] if i != -100 else "·" for i in labels[row].tolist()]
-    width = [max(len(a), len(b), len(c)) for a, b, c in zip(words, seen, asked, strict=True)]
+    width = [
+        max(len(a), len(b), len(c)) for a, b, c in zip(words, seen, asked, strict=True)
+    ]
     for name, toks in (("sentence", words), ("input", seen), ("labels", asked)):
-        print(f"{name:>9}: " + " ".join(t.ljust(w) for t, w in zip(toks, width, strict=True)))
+        print(
+            f"{name:>9}: "
+            + " ".join(t.ljust(w) for t, w in zip(toks, width, strict=True))
+        )
     print()
 
 # %% [markdown]
@@ -224,9 +239,13 @@ to_mask = chosen & (inputs == vocab.mask_id)
 to_other = chosen & (inputs != vocab.mask_id) & (inputs != big)
 unchanged = chosen & (inputs == big)
 n_chosen = chosen.sum().item()
-print(f"word positions chosen:   {n_chosen / maskable.sum().item():.3f}  (expected 0.150)")
+print(
+    f"word positions chosen:   {n_chosen / maskable.sum().item():.3f}  (expected 0.150)"
+)
 print(f"special tokens chosen:   {(chosen & ~maskable).sum().item()}")
-print(f"chosen -> <mask>:        {to_mask.sum().item() / n_chosen:.3f}  (expected 0.800)")
+print(
+    f"chosen -> <mask>:        {to_mask.sum().item() / n_chosen:.3f}  (expected 0.800)"
+)
 print(
     f"chosen -> another word:  {to_other.sum().item() / n_chosen:.3f}  (expected {0.1 * 41 / 42:.3f})"
 )
@@ -270,7 +289,9 @@ assert abs(unchanged.sum().item() / n_chosen - (0.1 + 0.1 / 42)) < 0.015
 # cross-entropy over the positions whose label is not $-100$.
 
 # %%
-generator = set_seed(0)  # seeds the model's initialisation; `generator` drives the masking
+generator = set_seed(
+    0
+)  # seeds the model's initialisation; `generator` drives the masking
 model = MaskedLM(Encoder(V, d_model=64, n_heads=4, n_layers=2, d_ff=256, max_len=32))
 print(f"{model.num_parameters():,} parameters")
 print(
@@ -278,14 +299,18 @@ print(
     model.head.output.weight is model.encoder.tok_emb.weight,
 )
 
-inputs, labels = mask_tokens(big[:1000], vocab, generator=torch.Generator().manual_seed(1))
+inputs, labels = mask_tokens(
+    big[:1000], vocab, generator=torch.Generator().manual_seed(1)
+)
 with torch.no_grad():
     logits = model(inputs)  # (B, T, V)
 loss = mlm_loss(logits, labels)
 same = F.cross_entropy(logits.reshape(-1, V), labels.reshape(-1), ignore_index=-100)
 sigma = logits[labels != -100].std().item()  # spread of the initial logits
 print("logits", tuple(logits.shape), "| labels", tuple(labels.shape))
-print(f"initial loss {loss.item():.2f} nats; ln V + sigma^2 / 2 = {math.log(V) + sigma**2 / 2:.2f}")
+print(
+    f"initial loss {loss.item():.2f} nats; ln V + sigma^2 / 2 = {math.log(V) + sigma**2 / 2:.2f}"
+)
 assert torch.equal(loss, same) and abs(loss.item() - math.log(V) - sigma**2 / 2) < 0.2
 
 # %% [markdown]
@@ -324,7 +349,10 @@ eval_inputs[rows, cols] = vocab.mask_id  # exactly one <mask> per sentence
 bayes_accuracy = P_true.max(dim=1).values.mean().item()
 bayes_entropy = -torch.special.xlogy(P_true, P_true).sum(dim=1).mean().item()
 print(
-    "eval inputs", tuple(eval_inputs.shape), "- first row:", " ".join(vocab.decode(eval_inputs[0]))
+    "eval inputs",
+    tuple(eval_inputs.shape),
+    "- first row:",
+    " ".join(vocab.decode(eval_inputs[0])),
 )
 print(f"Bayes-optimal accuracy        E[max_w P(w | rest)]: {bayes_accuracy:.4f}")
 print(f"Bayes conditional entropy     E[H(W | rest)]:       {bayes_entropy:.4f} nats")
@@ -377,7 +405,9 @@ def mlm_logits(model):
 check = evaluate(P_true.clamp_min(1e-30).log().float())  # log 0 -> about -69
 assert abs(check["expected_accuracy"] - bayes_accuracy) < 1e-9
 assert abs(check["expected_cross_entropy"] - bayes_entropy) < 1e-6
-print(f"the truth itself: empirical accuracy {check['empirical_accuracy']:.4f}, ", end="")
+print(
+    f"the truth itself: empirical accuracy {check['empirical_accuracy']:.4f}, ", end=""
+)
 print(f"cross-entropy {check['cross_entropy']:.4f} on the words actually drawn")
 
 # %% [markdown]
@@ -427,16 +457,28 @@ history = train(
 
 # %%
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 3.8))
-ax1.plot(history["step"], history["loss"], alpha=0.5, label="training loss (15 % chosen)")
+ax1.plot(
+    history["step"], history["loss"], alpha=0.5, label="training loss (15 % chosen)"
+)
 ax1.plot(history["eval_step"], history["masked_ce"], "o-", label="held-out, one <mask>")
-ax1.axhline(bayes_entropy, color="black", linestyle="--", linewidth=1, label="conditional entropy")
+ax1.axhline(
+    bayes_entropy,
+    color="black",
+    linestyle="--",
+    linewidth=1,
+    label="conditional entropy",
+)
 ax1.set_ylim(1.0, 4.0)
 ax1.set_xlabel("training step")
 ax1.set_ylabel("cross-entropy (nats)")
 ax1.set_title("loss at hidden positions")
 ax1.legend()
-ax2.plot(history["eval_step"], history["expected_acc"], "o-", label="MLM, expected accuracy")
-ax2.axhline(bayes_accuracy, color="black", linestyle="--", linewidth=1, label="Bayes-optimal")
+ax2.plot(
+    history["eval_step"], history["expected_acc"], "o-", label="MLM, expected accuracy"
+)
+ax2.axhline(
+    bayes_accuracy, color="black", linestyle="--", linewidth=1, label="Bayes-optimal"
+)
 ax2.set_xlabel("training step")
 ax2.set_ylabel("accuracy")
 ax2.set_title("accuracy at the hidden position")
@@ -462,21 +504,31 @@ with torch.no_grad():
 se = math.sqrt(bayes_accuracy * (1 - bayes_accuracy) / N_EVAL)
 print(f"Bayes-optimal accuracy:                 {bayes_accuracy:.4f}")
 print(f"MLM expected accuracy (P_true of guess): {mlm['expected_accuracy']:.4f}")
-print(f"MLM empirical accuracy:                  {mlm['empirical_accuracy']:.4f}  (± {se:.3f})")
-print(f"  gap to Bayes, expected:  {100 * (bayes_accuracy - mlm['expected_accuracy']):.2f} points")
-print(f"  gap to Bayes, empirical: {100 * (bayes_accuracy - mlm['empirical_accuracy']):.2f} points")
+print(
+    f"MLM empirical accuracy:                  {mlm['empirical_accuracy']:.4f}  (± {se:.3f})"
+)
+print(
+    f"  gap to Bayes, expected:  {100 * (bayes_accuracy - mlm['expected_accuracy']):.2f} points"
+)
+print(
+    f"  gap to Bayes, empirical: {100 * (bayes_accuracy - mlm['empirical_accuracy']):.2f} points"
+)
 print()
 print(f"Bayes conditional entropy:      {bayes_entropy:.4f} nats")
 print(f"MLM expected cross-entropy:     {mlm['expected_cross_entropy']:.4f} nats")
 print(f"MLM cross-entropy (words drawn): {mlm['cross_entropy']:.4f} nats")
-print(f"  KL divergence from the truth:  {mlm['expected_cross_entropy'] - bayes_entropy:.4f} nats")
+print(
+    f"  KL divergence from the truth:  {mlm['expected_cross_entropy'] - bayes_entropy:.4f} nats"
+)
 
 # %%
 gap = bayes_accuracy - mlm["expected_accuracy"]
 assert 0 <= gap < 0.01  # within one percentage point of the ceiling (low-noise measure)
 assert abs(mlm["empirical_accuracy"] - bayes_accuracy) < 4 * se  # consistent, but noisy
 assert 0 < mlm["expected_cross_entropy"] - bayes_entropy < 0.2
-print("MLM within 1 point of the Bayes-optimal accuracy; KL from the truth under 0.2 nats")
+print(
+    "MLM within 1 point of the Bayes-optimal accuracy; KL from the truth under 0.2 nats"
+)
 
 # %% [markdown]
 # After 300 steps (38,400 sentences, about 40,000 predicted words) the model's guesses are
@@ -512,14 +564,20 @@ def get_lm_batch(step):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-lm_history = train(decoder, get_lm_batch, steps=200, lr=4e-3, warmup_steps=20, log_every=50)
+lm_history = train(
+    decoder, get_lm_batch, steps=200, lr=4e-3, warmup_steps=20, log_every=50
+)
 decoder.eval()
 with torch.no_grad():
-    lm_logits = decoder(eval_ids[:, :-1])  # (N, T - 1, V): position t predicts token t + 1
+    lm_logits = decoder(
+        eval_ids[:, :-1]
+    )  # (N, T - 1, V): position t predicts token t + 1
     val_loss = F.cross_entropy(
         lm_logits.reshape(-1, V), eval_ids[:, 1:].reshape(-1), ignore_index=0
     )
-    dec = evaluate(lm_logits[rows, cols - 1])  # predicts the hidden word from its left only
+    dec = evaluate(
+        lm_logits[rows, cols - 1]
+    )  # predicts the hidden word from its left only
 entropy = lang.entropy_per_token()
 print(
     f"decoder loss on the held-out sentences: {val_loss.item():.4f} nats/token (entropy {entropy:.4f})"
@@ -540,7 +598,9 @@ assert val_loss.item() - entropy < 0.1
 # %%
 # NBVAL_IGNORE_OUTPUT
 print(f"{'':32}{'expected acc':>13}{'empirical acc':>15}{'cross-entropy':>15}")
-print(f"{'Bayes-optimal, both sides':32}{bayes_accuracy:13.4f}{'':>15}{bayes_entropy:15.4f}")
+print(
+    f"{'Bayes-optimal, both sides':32}{bayes_accuracy:13.4f}{'':>15}{bayes_entropy:15.4f}"
+)
 print(f"{'MLM encoder, both sides':32}{mlm['expected_accuracy']:13.4f}", end="")
 print(f"{mlm['empirical_accuracy']:15.4f}{mlm['cross_entropy']:15.4f}")
 print(f"{'decoder, left context only':32}{dec['expected_accuracy']:13.4f}", end="")
@@ -563,8 +623,16 @@ for rule in lang.grammar.rules:
     if len(rule.rhs) == 1 and rule.rhs[0] in vocab:
         kind = rule.lhs.partition(".")[0]
         category_of[rule.rhs[0]] = {"Vi": "verb", "Vt": "verb"}.get(kind, kind)
-names = {"Det": "determiner", "Adj": "adjective", "N": "noun", "verb": "verb", "P": "preposition"}
-categories = [names.get(category_of.get(vocab.itos[t], "that"), "that") for t in targets.tolist()]
+names = {
+    "Det": "determiner",
+    "Adj": "adjective",
+    "N": "noun",
+    "verb": "verb",
+    "P": "preposition",
+}
+categories = [
+    names.get(category_of.get(vocab.itos[t], "that"), "that") for t in targets.tolist()
+]
 order = ["determiner", "adjective", "noun", "verb", "preposition", "that"]
 
 
@@ -578,7 +646,9 @@ best = P_true.max(dim=1).values.numpy()
 with torch.no_grad():
     mlm_hidden = mlm_logits(model)  # (N, V)
 table = {
-    "Bayes-optimal (both sides)": [best[[c == k for c in categories]].mean() for k in order],
+    "Bayes-optimal (both sides)": [
+        best[[c == k for c in categories]].mean() for k in order
+    ],
     "MLM encoder (both sides)": per_category(mlm_hidden),
     "decoder (left only)": per_category(lm_logits[rows, cols - 1]),
 }
@@ -595,7 +665,9 @@ x = np.arange(len(order))
 fig, ax = plt.subplots(figsize=(10, 3.8))
 for j, (name, values) in enumerate(table.items()):
     ax.bar(x + (j - 1) * 0.27, values, width=0.27, label=name)
-ax.set_xticks(x, labels=[f"{k}\n({c} words)" for k, c in zip(order, counts, strict=True)])
+ax.set_xticks(
+    x, labels=[f"{k}\n({c} words)" for k, c in zip(order, counts, strict=True)]
+)
 ax.set_ylabel("expected accuracy")
 ax.set_title("Accuracy at the hidden word, by part of speech")
 ax.legend()
@@ -603,8 +675,12 @@ ax.grid(True, axis="y", alpha=0.3)
 fig.tight_layout()
 
 ceiling, encoder_acc, decoder_acc = (np.array(v) for v in table.values())
-assert np.abs(encoder_acc - ceiling).max() < 0.03  # the encoder is at the ceiling everywhere
-assert decoder_acc[order.index("preposition")] < 0.05  # never a preposition from the left
+assert (
+    np.abs(encoder_acc - ceiling).max() < 0.03
+)  # the encoder is at the ceiling everywhere
+assert (
+    decoder_acc[order.index("preposition")] < 0.05
+)  # never a preposition from the left
 
 # %% [markdown]
 # The ceilings (blue) are exact, and the chart reads like a grammar lesson:
@@ -644,7 +720,9 @@ masked = "the <mask> near the cats sleeps".split()
 ids = torch.tensor([vocab.encode(["<bos>"] + masked + ["<eos>"])])  # (1, T)
 tokens = vocab.decode(ids[0], strip_special=False)
 with torch.no_grad():
-    logits, attention = model(ids, return_attention=True)  # (1, T, V), list of (1, H, T, T)
+    logits, attention = model(
+        ids, return_attention=True
+    )  # (1, T, V), list of (1, H, T, T)
 q = logits[0, 2].softmax(-1)  # the model's distribution at the <mask>
 truth = lang.masked_distribution("the dog near the cats sleeps".split(), 1)
 singular = [vocab.stoi[w] for w in truth]  # the six singular nouns
@@ -653,7 +731,9 @@ plural = [vocab.stoi[lang.flip_number(w)] for w in truth]  # and their plurals
 # %%
 # NBVAL_IGNORE_OUTPUT
 top = q.topk(8)
-print("model:", ", ".join(f"{vocab.itos[i]} {p:.3f}" for p, i in zip(*top, strict=True)))
+print(
+    "model:", ", ".join(f"{vocab.itos[i]} {p:.3f}" for p, i in zip(*top, strict=True))
+)
 print("truth:", ", ".join(f"{w} {p:.3f}" for w, p in truth.items()))
 print(
     f"model's probability on singular nouns {q[singular].sum():.2f}, on plural nouns {q[plural].sum():.2f}"
@@ -684,9 +764,14 @@ fig.tight_layout()
 # %%
 # NBVAL_IGNORE_OUTPUT
 verb = tokens.index("sleeps")
-to_verb = torch.stack([attention[layer][0, :, 2, verb] for layer in range(2)])  # (layers, H)
+to_verb = torch.stack(
+    [attention[layer][0, :, 2, verb] for layer in range(2)]
+)  # (layers, H)
 for layer in range(2):
-    print(f"layer {layer}, heads 0-3: " + ", ".join(f"{w:.2f}" for w in to_verb[layer].tolist()))
+    print(
+        f"layer {layer}, heads 0-3: "
+        + ", ".join(f"{w:.2f}" for w in to_verb[layer].tolist())
+    )
 
 # %%
 assert to_verb[-1].max() > 0.3  # some head of the last layer reads the verb

@@ -65,15 +65,22 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from matplotlib_inline.backend_inline import set_matplotlib_formats
-
-from tinyformer.encoder import Encoder, MaskedLM, SequenceClassifier, mask_tokens, mlm_loss
+from tinyformer.encoder import (
+    Encoder,
+    MaskedLM,
+    SequenceClassifier,
+    mask_tokens,
+    mlm_loss,
+)
 from tinyformer.language import ToyLanguage
 from tinyformer.plot import plot_attention
 from tinyformer.train import set_seed, train
 from tinyformer.vocab import Vocab
 
 set_seed(0)  # seeds Python, NumPy and torch
-set_matplotlib_formats("png")  # PNG figures: the same in the book, on GitHub and in Colab
+set_matplotlib_formats(
+    "png"
+)  # PNG figures: the same in the book, on GitHub and in Colab
 torch.set_printoptions(precision=3, sci_mode=False)
 
 lang = ToyLanguage()
@@ -123,12 +130,18 @@ def make_dataset(n, seed, analyse_all=True):
         s[: a.verb] + [lang.flip_number(s[a.verb])] + s[a.verb + 1 :]
         for s, a in zip(to_break, infos, strict=True)
     ]
-    assert bad[:10] == [lang.break_agreement(s) for s in to_break[:10]]  # the same thing
+    assert bad[:10] == [
+        lang.break_agreement(s) for s in to_break[:10]
+    ]  # the same thing
     infos = [lang.analyse(s) if analyse_all else None for s in good] + infos
     sentences, labels = good + bad, [1] * len(good) + [0] * len(bad)
     order = list(range(n))
     random.Random(seed).shuffle(order)
-    return [sentences[i] for i in order], [labels[i] for i in order], [infos[i] for i in order]
+    return (
+        [sentences[i] for i in order],
+        [labels[i] for i in order],
+        [infos[i] for i in order],
+    )
 
 
 N_TRAIN, N_TEST = 4096, 2000
@@ -159,8 +172,12 @@ def word_frequencies(sentences):
     return {w: c / total for w, c in counts.items()}
 
 
-good_freq = word_frequencies([s for s, y in zip(train_sents, train_labels, strict=True) if y == 1])
-bad_freq = word_frequencies([s for s, y in zip(train_sents, train_labels, strict=True) if y == 0])
+good_freq = word_frequencies(
+    [s for s, y in zip(train_sents, train_labels, strict=True) if y == 1]
+)
+bad_freq = word_frequencies(
+    [s for s, y in zip(train_sents, train_labels, strict=True) if y == 0]
+)
 for w in ["dog", "dogs", "sleeps", "sleep", "near"]:
     print(f"{w:7s} grammatical {good_freq[w]:.4f}   broken {bad_freq[w]:.4f}")
 largest = max(abs(good_freq[w] - bad_freq[w]) for w in lang.words)
@@ -191,7 +208,9 @@ def closest_noun_guess(words, info):
 
 test_y = torch.tensor(test_labels)  # (N_TEST,)
 hard = torch.tensor([a.has_mismatched_attractor for a in test_info])  # (N_TEST,) bool
-guess = torch.tensor([closest_noun_guess(s, a) for s, a in zip(test_sents, test_info, strict=True)])
+guess = torch.tensor(
+    [closest_noun_guess(s, a) for s, a in zip(test_sents, test_info, strict=True)]
+)
 right = (guess == test_y).float()
 print(f"held-out sentences with a mismatched attractor: {hard.float().mean():.3f}")
 print(f"closest-noun rule, all held-out sentences:      {right.mean():.3f}")
@@ -248,7 +267,12 @@ def classify(encoder, linear, ids, pooling):
 # %%
 set_seed(0)
 ids = vocab.batch(train_sents[:4], bos=True, eos=True)  # (B, T), right-padded
-print("ids", tuple(ids.shape), "| first column is <bos>:", bool((ids[:, 0] == vocab.bos_id).all()))
+print(
+    "ids",
+    tuple(ids.shape),
+    "| first column is <bos>:",
+    bool((ids[:, 0] == vocab.bos_id).all()),
+)
 for pooling in ("cls", "mean"):
     model = SequenceClassifier(Encoder(len(vocab)), n_classes=2, pooling=pooling).eval()
     with torch.no_grad():
@@ -269,9 +293,14 @@ for pooling in ("cls", "mean"):
 short = min(range(len(ids)), key=lambda b: len(train_sents[b]))  # the most padded row
 with torch.no_grad():
     in_batch = model(ids)[short]  # (2,)
-    alone = model(vocab.batch([train_sents[short]], bos=True, eos=True))[0]  # no padding
+    alone = model(vocab.batch([train_sents[short]], bos=True, eos=True))[
+        0
+    ]  # no padding
 print("pads in that row:", int((ids[short] == vocab.pad_id).sum()))
-print("same logits alone and in a padded batch:", torch.allclose(alone, in_batch, atol=1e-5))
+print(
+    "same logits alone and in a padded batch:",
+    torch.allclose(alone, in_batch, atol=1e-5),
+)
 assert torch.allclose(alone, in_batch, atol=1e-5)
 
 # %% [markdown]
@@ -287,12 +316,16 @@ assert torch.allclose(alone, in_batch, atol=1e-5)
 # pre-training never sees a broken one.
 
 # %%
-ENCODER = dict(d_model=64, n_heads=4, n_layers=2, d_ff=256, max_len=32)  # Chapter 7's size
+ENCODER = dict(
+    d_model=64, n_heads=4, n_layers=2, d_ff=256, max_len=32
+)  # Chapter 7's size
 BATCH, STEPS, LR, WARMUP = 128, 300, 4e-3, 30  # Chapter 7's recipe
 TRAIN_SEED = 100_000  # batch `step` holds lang.sample(BATCH, seed=TRAIN_SEED + step)
 
 generator = set_seed(0)  # seeds the initialisation; `generator` drives the masking
-mlm = MaskedLM(Encoder(len(vocab), **ENCODER))  # encoder + MLM head (tied to the embedding)
+mlm = MaskedLM(
+    Encoder(len(vocab), **ENCODER)
+)  # encoder + MLM head (tied to the embedding)
 
 
 def get_mlm_batch(step):
@@ -330,10 +363,17 @@ _ = train(
 # the same positions is almost free of sampling noise.
 
 # %%
-mlm_sents = lang.sample(1000, seed=2024)  # the first 1000 of Chapter 7's held-out sentences
+mlm_sents = lang.sample(
+    1000, seed=2024
+)  # the first 1000 of Chapter 7's held-out sentences
 rng = random.Random(0)
-mlm_positions = [rng.randrange(len(s)) for s in mlm_sents]  # one hidden word per sentence
-truth = [lang.masked_distribution(s, i) for s, i in zip(mlm_sents, mlm_positions, strict=True)]
+mlm_positions = [
+    rng.randrange(len(s)) for s in mlm_sents
+]  # one hidden word per sentence
+truth = [
+    lang.masked_distribution(s, i)
+    for s, i in zip(mlm_sents, mlm_positions, strict=True)
+]
 
 mlm_ids = vocab.batch(mlm_sents, bos=True, eos=True)  # (N, T)
 rows, cols = torch.arange(len(mlm_sents)), torch.tensor(mlm_positions) + 1  # +1: <bos>
@@ -345,7 +385,9 @@ with torch.no_grad():
 top_words = [vocab.itos[i] for i in top.tolist()]
 
 mlm_bayes_accuracy = sum(max(p.values()) for p in truth) / len(truth)
-mlm_accuracy = sum(p.get(w, 0.0) for p, w in zip(truth, top_words, strict=True)) / len(truth)
+mlm_accuracy = sum(p.get(w, 0.0) for p, w in zip(truth, top_words, strict=True)) / len(
+    truth
+)
 mlm_empirical = (top == hidden).float().mean().item()
 
 # %%
@@ -420,13 +462,17 @@ def classification_loss(model, ids, y):
 FT_STEPS, FT_BATCH, FT_LR, FT_WARMUP = 100, 32, 1e-3, 10
 
 
-def fine_tune(n_labels, pretrained, pooling="cls", seed=0, steps=FT_STEPS, lr=FT_LR, **kw):
+def fine_tune(
+    n_labels, pretrained, pooling="cls", seed=0, steps=FT_STEPS, lr=FT_LR, **kw
+):
     """Train a classifier on n_labels random training sentences; return it and its history.
 
     pretrained: start from a copy of the MLM encoder, else from a random encoder.
     """
     g = set_seed(seed)
-    encoder = copy.deepcopy(mlm.encoder) if pretrained else Encoder(len(vocab), **ENCODER)
+    encoder = (
+        copy.deepcopy(mlm.encoder) if pretrained else Encoder(len(vocab), **ENCODER)
+    )
     model = SequenceClassifier(encoder, n_classes=2, pooling=pooling)
     pick = torch.randperm(N_TRAIN, generator=g)[:n_labels]  # which labelled sentences
     batch = min(FT_BATCH, n_labels)
@@ -452,7 +498,11 @@ def fine_tune(n_labels, pretrained, pooling="cls", seed=0, steps=FT_STEPS, lr=FT
 runs = {}
 for pooling in ("cls", "mean"):
     runs[pooling] = fine_tune(
-        N_TRAIN, pretrained=True, pooling=pooling, eval_fn=lambda m: accuracy(m)[0], eval_every=20
+        N_TRAIN,
+        pretrained=True,
+        pooling=pooling,
+        eval_fn=lambda m: accuracy(m)[0],
+        eval_every=20,
     )
     model, history = runs[pooling]
     print(f"{pooling:4s} pooling: held-out accuracy every 20 steps",
@@ -523,13 +573,17 @@ for pretrained, label in (
 ):
     runs_at = [curve[pretrained][n] for n in LABEL_COUNTS]
     ax.plot(LABEL_COUNTS, [sum(r) / len(r) for r in runs_at], "o-", label=label)
-    ax.fill_between(LABEL_COUNTS, [min(r) for r in runs_at], [max(r) for r in runs_at], alpha=0.25)
+    ax.fill_between(
+        LABEL_COUNTS, [min(r) for r in runs_at], [max(r) for r in runs_at], alpha=0.25
+    )
 ax.axhline(0.5, color="gray", linestyle=":", label="chance")
 ax.set_xscale("log", base=2)
 ax.set_xticks(LABEL_COUNTS, labels=[str(n) for n in LABEL_COUNTS])
 ax.set_xlabel("labelled training sentences (log scale)")
 ax.set_ylabel("held-out accuracy")
-ax.set_title(f"Label efficiency: 100 steps per run, mean and range of {len(SEEDS)} seeds")
+ax.set_title(
+    f"Label efficiency: 100 steps per run, mean and range of {len(SEEDS)} seeds"
+)
 ax.grid(True, alpha=0.3)
 ax.legend()
 plt.show()
@@ -537,10 +591,16 @@ plt.show()
 # %%
 mean_pre = {n: sum(curve[True][n]) / len(SEEDS) for n in LABEL_COUNTS}
 best_scratch = {n: max(curve[False][n]) for n in LABEL_COUNTS}
-assert mean_pre[64] > best_scratch[64] + 0.05  # the smallest count at which either learns
+assert (
+    mean_pre[64] > best_scratch[64] + 0.05
+)  # the smallest count at which either learns
 assert mean_pre[256] > best_scratch[256] + 0.3
-assert max(best_scratch.values()) < 0.6  # from scratch: chance at every count, in this budget
-print("pre-training pays at 64 labels and decisively at 256; from scratch stays at chance")
+assert (
+    max(best_scratch.values()) < 0.6
+)  # from scratch: chance at every count, in this budget
+print(
+    "pre-training pays at 64 labels and decisively at 256; from scratch stays at chance"
+)
 
 # %% [markdown]
 # With 16 labels neither model learns anything; from 64 labels on, the pre-trained
@@ -593,11 +653,17 @@ plt.show()
 # heads) from the subject's head noun, the main verb and the attractor?
 
 # %%
-hard_idx = hard.nonzero().squeeze(1).tolist()  # held-out sentences with a mismatched attractor
-hard_ids = vocab.batch([test_sents[i] for i in hard_idx], bos=True, eos=True)  # (B_h, T)
+hard_idx = (
+    hard.nonzero().squeeze(1).tolist()
+)  # held-out sentences with a mismatched attractor
+hard_ids = vocab.batch(
+    [test_sents[i] for i in hard_idx], bos=True, eos=True
+)  # (B_h, T)
 with torch.no_grad():
     _, attention = classifier(hard_ids, return_attention=True)
-w = attention[-1][:, :, 0].mean(dim=1)  # (B_h, T): last layer, query <bos>, mean over heads
+w = attention[-1][:, :, 0].mean(
+    dim=1
+)  # (B_h, T): last layer, query <bos>, mean over heads
 
 
 def weight_at(positions):
@@ -610,7 +676,11 @@ on_subject = weight_at([a.subject for a in infos])
 on_verb = weight_at([a.verb for a in infos])
 on_attractor = weight_at(
     [
-        next(j for j, n in zip(a.attractors, a.attractor_numbers, strict=True) if n != a.number)
+        next(
+            j
+            for j, n in zip(a.attractors, a.attractor_numbers, strict=True)
+            if n != a.number
+        )
         for a in infos
     ]
 )

@@ -65,9 +65,11 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
 from matplotlib_inline.backend_inline import set_matplotlib_formats
-from torch import nn
-
-from tinyformer.attention import MultiHeadAttention, padding_mask, scaled_dot_product_attention
+from tinyformer.attention import (
+    MultiHeadAttention,
+    padding_mask,
+    scaled_dot_product_attention,
+)
 from tinyformer.compat import load_mha_from_torch, to_torch_mask
 from tinyformer.decoder import DecoderBlock
 from tinyformer.encoder import Encoder
@@ -76,9 +78,12 @@ from tinyformer.layers import LearnedPositionalEmbedding, TokenEmbedding
 from tinyformer.plot import plot_attention
 from tinyformer.train import set_seed
 from tinyformer.vocab import Vocab
+from torch import nn
 
 set_seed(0)  # seeds Python, NumPy and torch
-set_matplotlib_formats("png")  # PNG figures: the same in the book, on GitHub and in Colab
+set_matplotlib_formats(
+    "png"
+)  # PNG figures: the same in the book, on GitHub and in Colab
 torch.set_printoptions(precision=2, sci_mode=False)
 
 # %% [markdown]
@@ -196,7 +201,9 @@ with torch.no_grad():
     q = split_heads(cross.q_proj(y))  # (B, H, T_tgt, d_k)   questions from the target
     k = split_heads(cross.k_proj(memory))  # (B, H, T_src, d_k)   keys from the source
     v = split_heads(cross.v_proj(memory))  # (B, H, T_src, d_k)   values from the source
-    heads, weights = scaled_dot_product_attention(q, k, v, src_mask)  # weights (B,H,T_tgt,T_src)
+    heads, weights = scaled_dot_product_attention(
+        q, k, v, src_mask
+    )  # weights (B,H,T_tgt,T_src)
     out = cross.out_proj(heads.transpose(1, 2).reshape(B, T_tgt, D))  # (B, T_tgt, D)
 
 for name, t in [("q", q), ("k", k), ("v", v), ("weights", weights), ("heads", heads)]:
@@ -248,7 +255,9 @@ for name, ours_t, ref_t in checks:
 
 # %%
 with torch.no_grad():
-    print("cross(y) == cross(y, context=y):", torch.equal(cross(y), cross(y, context=y)))
+    print(
+        "cross(y) == cross(y, context=y):", torch.equal(cross(y), cross(y, context=y))
+    )
 
 # %% [markdown]
 # ## The source padding mask
@@ -278,7 +287,9 @@ print("rows sum to 1:", torch.allclose(weights.sum(-1), torch.ones(B, H, T_tgt))
 # %%
 set_seed(3)
 is_pad = (src_ids == PAD)[..., None]  # (B, T_src, 1)
-garbage = torch.where(is_pad, 100 * torch.randn_like(memory), memory)  # pads overwritten
+garbage = torch.where(
+    is_pad, 100 * torch.randn_like(memory), memory
+)  # pads overwritten
 
 with torch.no_grad():
     before = cross(y, context=memory, mask=src_mask)
@@ -342,23 +353,36 @@ dep_target, dep_source = dependence(y_b, memory_b)
 print("d out / d target   :", tuple(dep_target.shape), "(T_tgt x T_tgt)")
 print("d out / d source   :", tuple(dep_source.shape), "(T_tgt x T_src)")
 future = torch.triu(torch.ones(n_tgt, n_tgt, dtype=torch.bool), diagonal=1)
-print("largest dependence on a FUTURE target position  :", dep_target[future].max().item())
 print(
-    "smallest dependence on a past/own target position:", round(dep_target[~future].min().item(), 2)
+    "largest dependence on a FUTURE target position  :", dep_target[future].max().item()
+)
+print(
+    "smallest dependence on a past/own target position:",
+    round(dep_target[~future].min().item(), 2),
 )
 print(
     "smallest dependence on a REAL source position   :",
     round(dep_source[:, :n_src].min().item(), 2),
 )
-print("largest dependence on a PADDED source position  :", dep_source[:, n_src:].max().item())
+print(
+    "largest dependence on a PADDED source position  :",
+    dep_source[:, n_src:].max().item(),
+)
 
 # %%
 tgt_tokens = tgt_vocab.decode(tgt_in[b, :n_tgt], strip_special=False)
 src_tokens = src_vocab.decode(src_ids[b], strip_special=False)
-fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.6), gridspec_kw={"width_ratios": [n_tgt, T_src]})
+fig, axes = plt.subplots(
+    1, 2, figsize=(12.5, 4.6), gridspec_kw={"width_ratios": [n_tgt, T_src]}
+)
 panels = [
     (dep_target, tgt_tokens, "target input position s", "on target inputs: causal"),
-    (dep_source, src_tokens, "source position s", "on the memory: every real source position"),
+    (
+        dep_source,
+        src_tokens,
+        "source position s",
+        "on the memory: every real source position",
+    ),
 ]
 for ax, (dep, labels, xlabel, title) in zip(axes, panels, strict=True):
     image = ax.imshow(dep, cmap="viridis", vmin=0)
@@ -398,7 +422,9 @@ assert (dep_source[:, :n_src] > 0).all() and (dep_source[:, n_src:] == 0).all()
 
 # %%
 with torch.no_grad():
-    _, w = cross(y, context=memory, mask=src_mask, return_weights=True)  # (B, H, T_tgt, T_src)
+    _, w = cross(
+        y, context=memory, mask=src_mask, return_weights=True
+    )  # (B, H, T_tgt, T_src)
 
 fig, axes = plt.subplots(1, 2, figsize=(13, 5.6))
 for ax, b in zip(axes, [0, 2], strict=True):
@@ -408,11 +434,17 @@ for ax, b in zip(axes, [0, 2], strict=True):
     ax.set_xlabel("source position (key)")
     ax.set_ylabel("target input position (query)")
     aligned = batch[b][2]
-    for t, i in enumerate(aligned):  # row t predicts target[t], which translates source[i]
-        ax.add_patch(plt.Rectangle((i + 1 - 0.5, t - 0.5), 1, 1, fill=False, ec="red", lw=2))
+    for t, i in enumerate(
+        aligned
+    ):  # row t predicts target[t], which translates source[i]
+        ax.add_patch(
+            plt.Rectangle((i + 1 - 0.5, t - 0.5), 1, 1, fill=False, ec="red", lw=2)
+        )
     n_words = len(aligned)
     ax.set_title(f"sentence {b}: {n_words} words, head 0 (untrained)")
-fig.suptitle("Cross-attention weights, T_tgt × T_src = 9 × 10 (red: the true alignment)")
+fig.suptitle(
+    "Cross-attention weights, T_tgt × T_src = 9 × 10 (red: the true alignment)"
+)
 fig.tight_layout()
 
 # %% [markdown]
@@ -425,7 +457,9 @@ fig.tight_layout()
 aligned_weight, uniform_guess = [], []
 for b, (_, _, aligned) in enumerate(batch):
     for t, i in enumerate(aligned):
-        aligned_weight.append(w[b, :, t, i + 1].mean().item())  # averaged over the heads
+        aligned_weight.append(
+            w[b, :, t, i + 1].mean().item()
+        )  # averaged over the heads
         uniform_guess.append(1 / int(src_mask[b].sum()))
 mean_aligned = sum(aligned_weight) / len(aligned_weight)
 mean_uniform = sum(uniform_guess) / len(uniform_guess)
@@ -473,7 +507,11 @@ MEMORY_RED = "#b22222"
 def rounded_box(ax, x, y, w, h, fc, ec="black", lw=1.2, ls="-", z=2):
     """A rounded rectangle with lower-left corner (x, y)."""
     style = "round,pad=0,rounding_size=0.12"
-    ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle=style, fc=fc, ec=ec, lw=lw, ls=ls, zorder=z))
+    ax.add_patch(
+        FancyBboxPatch(
+            (x, y), w, h, boxstyle=style, fc=fc, ec=ec, lw=lw, ls=ls, zorder=z
+        )
+    )
 
 
 def draw_arrow(ax, start, end, color="black", lw=1.4, size=12):
@@ -567,8 +605,20 @@ def sublayer(ax, cx, y, label, note, fc, residual_side):
     ax.add_patch(Circle((cx, plus_y), 0.16, fc="white", ec="black", lw=1.2, zorder=4))
     ax.text(cx, plus_y - 0.01, "+", ha="center", va="center", fontsize=12, zorder=5)
     side_x = cx + residual_side * (BOX_W / 2 + 0.3)  # the residual runs beside the box
-    ax.plot([cx, side_x, side_x], [y + 0.12, y + 0.12, plus_y], color="#555555", lw=1.2, zorder=3)
-    draw_arrow(ax, (side_x, plus_y), (cx + residual_side * 0.16, plus_y), color="#555555", lw=1.2)
+    ax.plot(
+        [cx, side_x, side_x],
+        [y + 0.12, y + 0.12, plus_y],
+        color="#555555",
+        lw=1.2,
+        zorder=3,
+    )
+    draw_arrow(
+        ax,
+        (side_x, plus_y),
+        (cx + residual_side * 0.16, plus_y),
+        color="#555555",
+        lw=1.2,
+    )
     return plus_y + 0.16, y0 + h_norm + h_main / 2
 
 
@@ -603,7 +653,12 @@ def draw_encoder_decoder(ax, n_layers=2, enc_x=2.8, dec_x=10.2, bus_x=6.5):
     """Draw the encoder-decoder transformer on ax; returns the top y used."""
     ax.text(enc_x, 0.0, "source ids  (B, T_src)", ha="center", va="center", fontsize=10)
     ax.text(
-        dec_x, 0.0, "target ids: <bos> + target  (B, T_tgt)", ha="center", va="center", fontsize=10
+        dec_x,
+        0.0,
+        "target ids: <bos> + target  (B, T_tgt)",
+        ha="center",
+        va="center",
+        fontsize=10,
     )
     y_enc = labelled_box(ax, enc_x, 0.2, "token embedding + positions", COLORS["embed"])
     y_dec = labelled_box(ax, dec_x, 0.2, "token embedding + positions", COLORS["embed"])
@@ -620,12 +675,22 @@ def draw_encoder_decoder(ax, n_layers=2, enc_x=2.8, dec_x=10.2, bus_x=6.5):
             -1,
         )
         y_enc, _ = sublayer(
-            ax, enc_x, y_enc, "feed-forward (FFN)", "each position on its own", COLORS["ffn"], -1
+            ax,
+            enc_x,
+            y_enc,
+            "feed-forward (FFN)",
+            "each position on its own",
+            COLORS["ffn"],
+            -1,
         )
         block_frame(ax, enc_x, start, y_enc, f"encoder block {layer + 1}", side=-1)
         y_enc += 0.12
-    y_enc = labelled_box(ax, enc_x, y_enc, "final LayerNorm", COLORS["norm"], h=0.45, fontsize=9.5)
-    y_mem = labelled_box(ax, enc_x, y_enc, "memory  (B, T_src, D)", COLORS["cross"], bold=True)
+    y_enc = labelled_box(
+        ax, enc_x, y_enc, "final LayerNorm", COLORS["norm"], h=0.45, fontsize=9.5
+    )
+    y_mem = labelled_box(
+        ax, enc_x, y_enc, "memory  (B, T_src, D)", COLORS["cross"], bold=True
+    )
 
     cross_heights = []
     for layer in range(n_layers):  # decoder blocks, residuals on the right
@@ -640,30 +705,69 @@ def draw_encoder_decoder(ax, n_layers=2, enc_x=2.8, dec_x=10.2, bus_x=6.5):
             +1,
         )
         y_dec, middle = sublayer(
-            ax, dec_x, y_dec, "cross-attention", "Q: decoder,  K, V: memory", COLORS["cross"], +1
+            ax,
+            dec_x,
+            y_dec,
+            "cross-attention",
+            "Q: decoder,  K, V: memory",
+            COLORS["cross"],
+            +1,
         )
         cross_heights.append(middle)
         y_dec, _ = sublayer(
-            ax, dec_x, y_dec, "feed-forward (FFN)", "each position on its own", COLORS["ffn"], +1
+            ax,
+            dec_x,
+            y_dec,
+            "feed-forward (FFN)",
+            "each position on its own",
+            COLORS["ffn"],
+            +1,
         )
         block_frame(ax, dec_x, start, y_dec, f"decoder block {layer + 1}", side=+1)
         y_dec += 0.12
-    y_dec = labelled_box(ax, dec_x, y_dec, "final LayerNorm", COLORS["norm"], h=0.45, fontsize=9.5)
+    y_dec = labelled_box(
+        ax, dec_x, y_dec, "final LayerNorm", COLORS["norm"], h=0.45, fontsize=9.5
+    )
     y_dec = labelled_box(ax, dec_x, y_dec, "LM head: linear D → V_tgt", COLORS["head"])
     draw_arrow(ax, (dec_x, y_dec), (dec_x, y_dec + 0.35))
-    ax.text(dec_x, y_dec + 0.55, "logits  (B, T_tgt, V_tgt)", ha="center", va="center", fontsize=10)
+    ax.text(
+        dec_x,
+        y_dec + 0.55,
+        "logits  (B, T_tgt, V_tgt)",
+        ha="center",
+        va="center",
+        fontsize=10,
+    )
 
     # The memory runs along a "bus" into the cross attention of EVERY decoder block.
     memory_y = y_mem - 0.31
     heights = [*cross_heights, memory_y]
-    ax.plot([enc_x + BOX_W / 2, bus_x], [memory_y, memory_y], color=MEMORY_RED, lw=2.4, zorder=3)
-    ax.plot([bus_x, bus_x], [min(heights), max(heights)], color=MEMORY_RED, lw=2.4, zorder=3)
+    ax.plot(
+        [enc_x + BOX_W / 2, bus_x],
+        [memory_y, memory_y],
+        color=MEMORY_RED,
+        lw=2.4,
+        zorder=3,
+    )
+    ax.plot(
+        [bus_x, bus_x], [min(heights), max(heights)], color=MEMORY_RED, lw=2.4, zorder=3
+    )
     for height in cross_heights:
         draw_arrow(
-            ax, (bus_x, height), (dec_x - BOX_W / 2, height), color=MEMORY_RED, lw=2.4, size=16
+            ax,
+            (bus_x, height),
+            (dec_x - BOX_W / 2, height),
+            color=MEMORY_RED,
+            lw=2.4,
+            size=16,
         )
         ax.text(
-            bus_x + 0.35, height + 0.12, "keys, values", color=MEMORY_RED, fontsize=9, va="bottom"
+            bus_x + 0.35,
+            height + 0.12,
+            "keys, values",
+            color=MEMORY_RED,
+            fontsize=9,
+            va="bottom",
         )
     return max(y_dec + 0.8, y_mem)
 
@@ -672,7 +776,9 @@ fig, ax = plt.subplots(figsize=(10.5, 13.5))
 top = draw_encoder_decoder(ax)
 ax.text(2.8, top, "ENCODER", ha="center", fontsize=14, fontweight="bold")
 ax.text(10.2, top, "DECODER", ha="center", fontsize=14, fontweight="bold")
-ax.set_title("The encoder-decoder transformer (pre-LN, N = 2 blocks per stack)", fontsize=13)
+ax.set_title(
+    "The encoder-decoder transformer (pre-LN, N = 2 blocks per stack)", fontsize=13
+)
 ax.set_xlim(-0.7, 13.7)
 ax.set_ylim(-0.5, top + 0.5)
 ax.set_aspect("equal")

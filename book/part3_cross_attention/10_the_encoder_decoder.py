@@ -60,8 +60,6 @@ import warnings
 import matplotlib.pyplot as plt
 import torch
 from matplotlib_inline.backend_inline import set_matplotlib_formats
-from torch import nn
-
 from tinyformer.attention import causal_mask, padding_mask
 from tinyformer.compat import (
     load_decoder_layer_from_torch,
@@ -75,9 +73,12 @@ from tinyformer.plot import plot_attention
 from tinyformer.seq2seq import EncoderDecoder
 from tinyformer.train import lm_loss, set_seed
 from tinyformer.vocab import Vocab
+from torch import nn
 
 set_seed(0)  # seeds Python, NumPy and torch
-set_matplotlib_formats("png")  # PNG figures: the same in the book, on GitHub and in Colab
+set_matplotlib_formats(
+    "png"
+)  # PNG figures: the same in the book, on GitHub and in Colab
 torch.set_printoptions(precision=3, sci_mode=False)
 
 # %% [markdown]
@@ -113,13 +114,17 @@ torch.set_printoptions(precision=3, sci_mode=False)
 # %%
 def decoder_block(block, x, memory, src_mask):
     """x (B, T_tgt, D), memory (B, T_src, D), src_mask (B, 1, 1, T_src) -> (B, T_tgt, D)."""
-    causal = causal_mask(x.shape[1], device=x.device)  # (T_tgt, T_tgt), True = may attend
+    causal = causal_mask(
+        x.shape[1], device=x.device
+    )  # (T_tgt, T_tgt), True = may attend
 
     def self_attention(h):
         return block.self_attn(h, mask=causal)  # target reads earlier target positions
 
     def cross_attention(h):
-        return block.cross_attn(h, context=memory, mask=src_mask)  # target reads the source
+        return block.cross_attn(
+            h, context=memory, mask=src_mask
+        )  # target reads the source
 
     if block.norm_first:  # pre-LN: x + sublayer(LN(x))
         x = x + self_attention(block.norm1(x))
@@ -193,7 +198,9 @@ for norm_first in (True, False):
 
 # %%
 with torch.no_grad():
-    out, w_self, w_cross = ours(x, memory=memory, memory_mask=src_mask, return_weights=True)
+    out, w_self, w_cross = ours(
+        x, memory=memory, memory_mask=src_mask, return_weights=True
+    )
 print(
     "out",
     tuple(out.shape),
@@ -235,7 +242,10 @@ model = EncoderDecoder(
 print("model.encoder is Part II's Encoder:", isinstance(model.encoder, Encoder))
 print(
     "decoder blocks are DecoderBlocks with cross attention:",
-    all(isinstance(blk, DecoderBlock) and blk.cross_attn is not None for blk in model.blocks),
+    all(
+        isinstance(blk, DecoderBlock) and blk.cross_attn is not None
+        for blk in model.blocks
+    ),
 )
 
 # %%
@@ -257,7 +267,9 @@ with torch.no_grad():
     x = model.drop(model.pos(model.tok_emb(tgt_in)))
     rows.append(("target embeddings + positions", x))
     for i, block in enumerate(model.blocks):
-        x, w_self, w_cross = block(x, memory=memory, memory_mask=src_mask, return_weights=True)
+        x, w_self, w_cross = block(
+            x, memory=memory, memory_mask=src_mask, return_weights=True
+        )
         rows.append((f"decoder block {i + 1}: output", x))
         rows.append((f"decoder block {i + 1}: self-attention weights", w_self))
         rows.append((f"decoder block {i + 1}: cross-attention weights", w_cross))
@@ -268,7 +280,15 @@ with torch.no_grad():
 
 B, S = src.shape
 T, D, H, V_tgt = tgt_in.shape[1], model.d_model, model.n_heads, len(tgt_vocab)
-names = {B: "B", S: "S", T: "T", D: "D", H: "H", V_tgt: "V_tgt", 1: "1"}  # sizes all differ
+names = {
+    B: "B",
+    S: "S",
+    T: "T",
+    D: "D",
+    H: "H",
+    V_tgt: "V_tgt",
+    1: "1",
+}  # sizes all differ
 assert len(names) == 7
 print(f"B={B}, S={S}, T={T}, D={D}, H={H}, V_src={len(src_vocab)}, V_tgt={V_tgt}\n")
 print(f"{'stage':48} {'shape':18} in symbols")
@@ -284,7 +304,10 @@ for stage, t in rows:
 # %%
 with torch.no_grad():
     direct, attention = model(src, tgt_in, return_attention=True)
-print("written-out stages == model(src, tgt_in):", torch.allclose(logits, direct, atol=1e-6))
+print(
+    "written-out stages == model(src, tgt_in):",
+    torch.allclose(logits, direct, atol=1e-6),
+)
 print({k: [tuple(w.shape) for w in v] for k, v in attention.items()})
 assert torch.allclose(logits, direct, atol=1e-6)
 
@@ -300,13 +323,25 @@ src_tokens = src_vocab.decode(src[b], strip_special=False)
 tgt_tokens = tgt_vocab.decode(tgt_in[b], strip_special=False)
 fig, axes = plt.subplots(1, 3, figsize=(17, 5.6))
 maps = [
-    (attention["encoder"][0][b, 0], src_tokens, src_tokens, "encoder self-attention (S × S)"),
-    (attention["decoder_self"][0][b, 0], tgt_tokens, tgt_tokens, "decoder self-attention (T × T)"),
+    (
+        attention["encoder"][0][b, 0],
+        src_tokens,
+        src_tokens,
+        "encoder self-attention (S × S)",
+    ),
+    (
+        attention["decoder_self"][0][b, 0],
+        tgt_tokens,
+        tgt_tokens,
+        "decoder self-attention (T × T)",
+    ),
     (attention["cross"][0][b, 0], src_tokens, tgt_tokens, "cross attention (T × S)"),
 ]
 for ax, (w, keys, queries, title) in zip(axes, maps, strict=True):
     plot_attention(w, keys, queries, ax=ax, title=title)
-fig.suptitle("The three attentions of an encoder-decoder transformer (untrained, head 0, layer 1)")
+fig.suptitle(
+    "The three attentions of an encoder-decoder transformer (untrained, head 0, layer 1)"
+)
 fig.tight_layout()
 
 # %% [markdown]
@@ -333,7 +368,16 @@ fig.tight_layout()
 
 # %%
 def expected_parameters(
-    V_s, V_t, D, F, L, n_enc, n_dec, norm_first=True, tie_weights=True, positional="learned"
+    V_s,
+    V_t,
+    D,
+    F,
+    L,
+    n_enc,
+    n_dec,
+    norm_first=True,
+    tie_weights=True,
+    positional="learned",
 ):
     """The formula above."""
     attention = 4 * D * D + 4 * D
@@ -345,7 +389,9 @@ def expected_parameters(
     embeddings = (V_s + V_t) * D + positions
     final_norms = 2 * layer_norm if norm_first else 0
     head = 0 if tie_weights else V_t * D
-    return embeddings + n_enc * encoder_block + n_dec * decoder_block + final_norms + head
+    return (
+        embeddings + n_enc * encoder_block + n_dec * decoder_block + final_norms + head
+    )
 
 
 V_s, V_t = len(src_vocab), len(tgt_vocab)
@@ -414,10 +460,16 @@ def torch_logits(model, theirs, src, tgt_in):
     enc = model.encoder
     src_emb = enc.pos(enc.tok_emb(src))  # (B, S, D)
     tgt_emb = model.pos(model.tok_emb(tgt_in))  # (B, T, D)
-    pad = to_torch_mask(padding_mask(src, model.pad_id))[:, 0, 0, :]  # (B, S), True = pad
+    pad = to_torch_mask(padding_mask(src, model.pad_id))[
+        :, 0, 0, :
+    ]  # (B, S), True = pad
     future = to_torch_mask(causal_mask(tgt_in.shape[1]))  # (T, T), True = blocked
     out = theirs(
-        src_emb, tgt_emb, tgt_mask=future, src_key_padding_mask=pad, memory_key_padding_mask=pad
+        src_emb,
+        tgt_emb,
+        tgt_mask=future,
+        src_key_padding_mask=pad,
+        memory_key_padding_mask=pad,
     )  # (B, T, D)
     return model.lm_head(out)
 
@@ -426,14 +478,18 @@ def make_torch_transformer(norm_first, final_norms=True):
     kwargs = dict(d_model=32, nhead=4, dim_feedforward=64, dropout=0.0, batch_first=True,
                   norm_first=norm_first)  # fmt: skip
     if final_norms:  # the default nn.Transformer: a LayerNorm after each stack
-        with warnings.catch_warnings():  # PyTorch notes that its fast path is off for pre-LN
+        with (
+            warnings.catch_warnings()
+        ):  # PyTorch notes that its fast path is off for pre-LN
             warnings.filterwarnings("ignore", message="enable_nested_tensor is True")
             return nn.Transformer(num_encoder_layers=2, num_decoder_layers=2, **kwargs)
     # post-LN as in 2017: build the stacks ourselves, with norm=None (no final LayerNorm)
     enc_layer = nn.TransformerEncoderLayer(**kwargs)
     dec_layer = nn.TransformerDecoderLayer(**kwargs)
     return nn.Transformer(
-        custom_encoder=nn.TransformerEncoder(enc_layer, 2, norm=None, enable_nested_tensor=False),
+        custom_encoder=nn.TransformerEncoder(
+            enc_layer, 2, norm=None, enable_nested_tensor=False
+        ),
         custom_decoder=nn.TransformerDecoder(dec_layer, 2, norm=None),
         **kwargs,
     )
@@ -449,9 +505,16 @@ for norm_first, final_norms in [(True, True), (False, False)]:
     ).eval()  # fmt: skip
     load_transformer_from_torch(ours, theirs)
     with torch.no_grad():
-        diff = (ours(src, tgt_in) - torch_logits(ours, theirs, src, tgt_in)).abs().max().item()
+        diff = (
+            (ours(src, tgt_in) - torch_logits(ours, theirs, src, tgt_in))
+            .abs()
+            .max()
+            .item()
+        )
     name = "pre-LN " if norm_first else "post-LN"
-    print(f"{name}: same logits as nn.Transformer (max |difference| < 1e-5): {diff < 1e-5}")
+    print(
+        f"{name}: same logits as nn.Transformer (max |difference| < 1e-5): {diff < 1e-5}"
+    )
     assert diff < 1e-5
 
 # %% [markdown]

@@ -69,7 +69,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib_inline.backend_inline import set_matplotlib_formats
-
 from tinyformer.language import ToyLanguage
 from tinyformer.plot import plot_attention, plot_loss_curve
 from tinyformer.seq2seq import EncoderDecoder, beam_search, greedy_decode
@@ -77,7 +76,9 @@ from tinyformer.train import lm_loss, set_seed, train
 from tinyformer.vocab import Vocab
 
 set_seed(0)  # seeds Python, NumPy and torch
-set_matplotlib_formats("png")  # PNG figures: the same in the book, on GitHub and in Colab
+set_matplotlib_formats(
+    "png"
+)  # PNG figures: the same in the book, on GitHub and in Colab
 device = "cuda" if torch.cuda.is_available() else "cpu"
 
 # %% [markdown]
@@ -92,7 +93,10 @@ device = "cuda" if torch.cuda.is_available() else "cpu"
 lang = ToyLanguage()
 src_vocab, tgt_vocab = Vocab(lang.words), Vocab(lang.target_words)
 PAD, BOS, EOS = tgt_vocab.pad_id, tgt_vocab.bos_id, tgt_vocab.eos_id
-assert (src_vocab.pad_id, src_vocab.bos_id) == (PAD, BOS)  # the same special ids on both sides
+assert (src_vocab.pad_id, src_vocab.bos_id) == (
+    PAD,
+    BOS,
+)  # the same special ids on both sides
 
 source, target, alignment = lang.sample_pairs(1, seed=3)[0]
 print("source:   ", " ".join(source))
@@ -123,16 +127,30 @@ for j, i in enumerate(alignment):
 def make_batch(pairs):
     """pairs of (source, target, alignment) -> src (B, S), tgt_in (B, T), tgt_out (B, T),
     gold (B, T): the source index of each label (-1 at <eos> and padding)."""
-    src = src_vocab.batch([s for s, _, _ in pairs])  # (B, S): w_1 .. w_n, no <bos>/<eos>
+    src = src_vocab.batch(
+        [s for s, _, _ in pairs]
+    )  # (B, S): w_1 .. w_n, no <bos>/<eos>
     tgt = tgt_vocab.batch([t for _, t, _ in pairs], bos=True, eos=True)  # (B, T + 1)
     gold = torch.full(tgt[:, 1:].shape, -1)
     for b, (_, _, a) in enumerate(pairs):
         gold[b, : len(a)] = torch.tensor(a)
-    return src.to(device), tgt[:, :-1].to(device), tgt[:, 1:].to(device), gold.to(device)
+    return (
+        src.to(device),
+        tgt[:, :-1].to(device),
+        tgt[:, 1:].to(device),
+        gold.to(device),
+    )
 
 
 src, tgt_in, tgt_out, gold = make_batch(lang.sample_pairs(3, seed=3))
-print("src", tuple(src.shape), "tgt_in", tuple(tgt_in.shape), "tgt_out", tuple(tgt_out.shape))
+print(
+    "src",
+    tuple(src.shape),
+    "tgt_in",
+    tuple(tgt_in.shape),
+    "tgt_out",
+    tuple(tgt_out.shape),
+)
 print("decoder input:", tgt_vocab.decode(tgt_in[0], strip_special=False))
 print("labels:       ", tgt_vocab.decode(tgt_out[0], strip_special=False))
 print("gold source index of each label:", gold[0].tolist())
@@ -225,8 +243,12 @@ for e, colour in [(0.0, "tab:blue"), (0.1, "tab:orange")]:
     rest = (1 - p) / (V - 1)
     loss_curve = -(1 - e + e / V) * np.log(p) - (V - 1) * (e / V) * np.log(rest)
     ax.plot(p, loss_curve, color=colour, label=f"ε = {e}")
-ax.axhline(floor, color="tab:orange", linestyle="--", linewidth=1, label=f"floor {floor:.3f}")
-ax.axvline(p_true, color="tab:orange", linestyle=":", linewidth=1, label=f"p = {p_true:.3f}")
+ax.axhline(
+    floor, color="tab:orange", linestyle="--", linewidth=1, label=f"floor {floor:.3f}"
+)
+ax.axvline(
+    p_true, color="tab:orange", linestyle=":", linewidth=1, label=f"p = {p_true:.3f}"
+)
 ax.set_xlabel("probability of the true token, p")
 ax.set_ylabel("loss (nats)")
 ax.set_ylim(0, 2)
@@ -293,7 +315,9 @@ def translation_loss(model, inputs, targets):
     return lm_loss(model(*inputs), targets, PAD)  # logits (B, T, V); Part I's loss
 
 
-dev_pairs = [p for p in lang.sample_pairs(300, seed=DEV_SEED) if len(p[0]) <= MAX_TRAIN_WORDS]
+dev_pairs = [
+    p for p in lang.sample_pairs(300, seed=DEV_SEED) if len(p[0]) <= MAX_TRAIN_WORDS
+]
 dev_batch = make_batch(dev_pairs)
 
 
@@ -319,7 +343,9 @@ initial_positions = {
 }
 print(f"{model.num_parameters():,} parameters; {len(dev_pairs)} development sentences")
 short_share = np.mean([len(s) <= MAX_TRAIN_WORDS for s in lang.sample(10_000, seed=5)])
-print(f"share of sentences with <= {MAX_TRAIN_WORDS} words: {short_share:.3f} (10,000 samples)")
+print(
+    f"share of sentences with <= {MAX_TRAIN_WORDS} words: {short_share:.3f} (10,000 samples)"
+)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -339,9 +365,14 @@ window = 10
 train_loss = np.convolve(history["loss"], np.ones(window) / window, mode="valid")
 fig, ax = plt.subplots(figsize=(7, 4))
 plot_loss_curve(
-    history["step"][window - 1 :], train_loss, ax=ax, label=f"training (mean of {window})"
+    history["step"][window - 1 :],
+    train_loss,
+    ax=ax,
+    label=f"training (mean of {window})",
 )
-plot_loss_curve(history["eval_step"], history["dev_loss"], ax=ax, label="development set")
+plot_loss_curve(
+    history["eval_step"], history["dev_loss"], ax=ax, label="development set"
+)
 ax.set_yscale("log")
 ax.set_xlabel("update")
 ax.set_ylabel("cross-entropy (nats/token, log scale)")
@@ -364,17 +395,23 @@ assert history["dev_loss"][-1] < 0.02  # far below the 3.8 nats/token of a unifo
 # how many we dropped, by length.
 
 # %%
-candidates = [p for p in lang.sample_pairs(2_000, seed=TEST_SEED) if len(p[0]) <= MAX_TRAIN_WORDS]
+candidates = [
+    p for p in lang.sample_pairs(2_000, seed=TEST_SEED) if len(p[0]) <= MAX_TRAIN_WORDS
+]
 dev_sources = {tuple(s) for s, _, _ in dev_pairs}
 seen = [tuple(s) in train_sources or tuple(s) in dev_sources for s, _, _ in candidates]
-test_pairs = [p for p, was_seen in zip(candidates, seen, strict=True) if not was_seen][:1_000]
+test_pairs = [p for p, was_seen in zip(candidates, seen, strict=True) if not was_seen][
+    :1_000
+]
 print(f"{len(train_sources):,} distinct training sources")
 print(f"{len(candidates)} candidates with <= {MAX_TRAIN_WORDS} words, {sum(seen)} seen before "
       f"({sum(seen) / len(candidates):.1%}); test set: {len(test_pairs)} unseen sentences")  # fmt: skip
 for low, high in [(3, 5), (6, 8), (9, 11)]:
     group = [was_seen for (s, _, _), was_seen in zip(candidates, seen, strict=True)
              if low <= len(s) <= high]  # fmt: skip
-    print(f"  {low:2d}-{high:2d} words: {np.mean(group):6.1%} of {len(group)} seen in training")
+    print(
+        f"  {low:2d}-{high:2d} words: {np.mean(group):6.1%} of {len(group)} seen in training"
+    )
 lengths = [len(s) for s, _, _ in test_pairs]
 print(f"mean source length: test {np.mean(lengths):.2f} words, "
       f"all candidates {np.mean([len(s) for s, _, _ in candidates]):.2f}")  # fmt: skip
@@ -402,7 +439,9 @@ def correct_tokens(output, tgt_out):
     """output (B, 1 + n) from a decoder, tgt_out (B, T) -> (correct, real), each (B, T):
     which reference tokens the output has at the same position, and which are not padding."""
     generated = output[:, 1:]  # drop <bos>
-    T = tgt_out.shape[1]  # pad a batch that stopped early to the reference's width, or cut
+    T = tgt_out.shape[
+        1
+    ]  # pad a batch that stopped early to the reference's width, or cut
     generated = F.pad(generated, (0, max(0, T - generated.shape[1])), value=PAD)[:, :T]
     real = tgt_out != PAD
     return (generated == tgt_out) & real, real
@@ -419,16 +458,21 @@ def scores(output, tgt_out):
 src, tgt_in, tgt_out, gold = make_batch(test_pairs)  # the 1,000 test sentences
 ids = dict(bos_id=BOS, eos_id=EOS, pad_id=PAD)
 greedy_out = greedy_decode(model, src, max_new_tokens=MAX_LEN, **ids)
-beam_out, beam_scores = beam_search(model, src, beam_size=4, max_new_tokens=MAX_LEN, **ids)
+beam_out, beam_scores = beam_search(
+    model, src, beam_size=4, max_new_tokens=MAX_LEN, **ids
+)
 exact_match, token_accuracy = scores(greedy_out, tgt_out)
 beam_exact, beam_token = scores(beam_out, tgt_out)
 beam_differs = sum(
-    tgt_vocab.decode(g) != tgt_vocab.decode(b) for g, b in zip(greedy_out, beam_out, strict=True)
+    tgt_vocab.decode(g) != tgt_vocab.decode(b)
+    for g, b in zip(greedy_out, beam_out, strict=True)
 )
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-print(f"greedy:     exact match {exact_match:.4f}   token accuracy {token_accuracy:.4f}")
+print(
+    f"greedy:     exact match {exact_match:.4f}   token accuracy {token_accuracy:.4f}"
+)
 print(f"beam (K=4): exact match {beam_exact:.4f}   token accuracy {beam_token:.4f}")
 print(f"sentences where beam search changed the output: {beam_differs}")
 
@@ -445,7 +489,9 @@ assert exact_match >= 0.998 and beam_exact >= 0.998
 # NBVAL_IGNORE_OUTPUT
 for (s, t, _), out in list(zip(test_pairs, greedy_out, strict=True))[:5]:
     prediction = tgt_vocab.decode(out)
-    print(f"{' '.join(s)}\n  -> {' '.join(prediction)}  [{'ok' if prediction == t else 'WRONG'}]")
+    print(
+        f"{' '.join(s)}\n  -> {' '.join(prediction)}  [{'ok' if prediction == t else 'WRONG'}]"
+    )
 
 # %% [markdown]
 # ## Where does cross attention look?
@@ -489,11 +535,16 @@ print("layer  " + "  ".join(f"head {h}" for h in range(n_heads)) + "  head avera
 layer_scores = []
 for layer in range(n_layers):
     per_head = [
-        alignment_accuracy(dev_attention[layer, :, h], dev_batch[3]) for h in range(n_heads)
+        alignment_accuracy(dev_attention[layer, :, h], dev_batch[3])
+        for h in range(n_heads)
     ]
     averaged = alignment_accuracy(dev_attention[layer].mean(1), dev_batch[3])
     layer_scores.append(averaged)
-    print(f"{layer + 1:5d}  " + "  ".join(f"{a:6.3f}" for a in per_head) + f"  {averaged:12.3f}")
+    print(
+        f"{layer + 1:5d}  "
+        + "  ".join(f"{a:6.3f}" for a in per_head)
+        + f"  {averaged:12.3f}"
+    )
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -501,7 +552,9 @@ ALIGN_LAYER = int(np.argmax(layer_scores))
 print(f"chosen: layer {ALIGN_LAYER + 1}, its {n_heads} heads averaged")
 
 # %%
-assert ALIGN_LAYER > 0 and layer_scores[0] < max(layer_scores) - 0.2  # the first layer lags
+assert (
+    ALIGN_LAYER > 0 and layer_scores[0] < max(layer_scores) - 0.2
+)  # the first layer lags
 
 # %% [markdown]
 # The first decoder layer lags far behind the later ones. It cannot know yet what its
@@ -520,7 +573,9 @@ assert ALIGN_LAYER > 0 and layer_scores[0] < max(layer_scores) - 0.2  # the firs
 
 # %%
 test_attention = cross_attention(model, (src, tgt_in, tgt_out, gold))  # (L, B, H, T, S)
-chosen = test_attention[ALIGN_LAYER].mean(1)  # (B, T, S): the chosen layer, heads averaged
+chosen = test_attention[ALIGN_LAYER].mean(
+    1
+)  # (B, T, S): the chosen layer, heads averaged
 
 
 def first_with(word_set, min_words):
@@ -557,8 +612,12 @@ alignment_acc = alignment_accuracy(chosen, gold)
 other_layers = [
     alignment_accuracy(test_attention[layer].mean(1), gold) for layer in range(n_layers)
 ]
-print(f"alignment accuracy, layer {ALIGN_LAYER + 1} heads averaged (test): {alignment_acc:.4f}")
-print("every layer's head average on the test set:", [round(a, 3) for a in other_layers])
+print(
+    f"alignment accuracy, layer {ALIGN_LAYER + 1} heads averaged (test): {alignment_acc:.4f}"
+)
+print(
+    "every layer's head average on the test set:", [round(a, 3) for a in other_layers]
+)
 
 # %%
 assert alignment_acc >= 0.90
@@ -591,7 +650,8 @@ class CrossAttentionCut:
             return torch.zeros_like(output)
 
         self.hooks = [
-            blk.cross_attn.register_forward_hook(zero_output) for blk in self.model.blocks
+            blk.cross_attn.register_forward_hook(zero_output)
+            for blk in self.model.blocks
         ]
         return self.model
 
@@ -648,9 +708,15 @@ assert cut_exact < 0.01 and len(distinct) == 1 and cut_forced < full_forced - 0.
 # the test set.
 
 # %%
-long_lang = ToyLanguage(p_modifier=(0.0, 0.5, 0.5), p_transitive=1.0, p_adjectives=(0.0, 0.5, 0.5))
-long_pairs = [p for p in long_lang.sample_pairs(600, seed=4) if len(p[0]) > MAX_TRAIN_WORDS]
-for s, t, a in long_pairs[:50]:  # each is a sentence of the toy language, translated alike
+long_lang = ToyLanguage(
+    p_modifier=(0.0, 0.5, 0.5), p_transitive=1.0, p_adjectives=(0.0, 0.5, 0.5)
+)
+long_pairs = [
+    p for p in long_lang.sample_pairs(600, seed=4) if len(p[0]) > MAX_TRAIN_WORDS
+]
+for s, t, a in long_pairs[
+    :50
+]:  # each is a sentence of the toy language, translated alike
     assert lang.is_grammatical(s) and lang.translate(s) == (t, a)
 long_src, _, long_tgt_out, _ = long_batch = make_batch(long_pairs)
 long_out = greedy_decode(model, long_src, max_new_tokens=MAX_LEN, **ids)
@@ -690,7 +756,9 @@ ax.set_title("Exact match by sentence length")
 fig.tight_layout()
 
 # %%
-assert set(range(MAX_TRAIN_WORDS + 1, 16)) <= set(by_length)  # every unseen length is probed
+assert set(range(MAX_TRAIN_WORDS + 1, 16)) <= set(
+    by_length
+)  # every unseen length is probed
 assert all(acc >= 0.95 for n, (acc, _) in by_length.items() if n <= MAX_TRAIN_WORDS)
 assert all(acc <= 0.5 for n, (acc, _) in by_length.items() if n > MAX_TRAIN_WORDS)
 
@@ -713,11 +781,21 @@ for ax, (side, used) in zip(
 ):
     W0 = initial_positions[side]
     W = (model.encoder.pos if side == "encoder" else model.pos).weight.detach()
-    moved = ((W - W0).norm(dim=1) / W0.norm(dim=1)).cpu()  # relative change per position
-    ax.bar(range(MAX_LEN), moved, color=["tab:blue"] * used + ["tab:red"] * (MAX_LEN - used))
-    ax.axhline(1 - decay, color="black", linestyle=":", linewidth=1, label="weight decay only")
+    moved = (
+        (W - W0).norm(dim=1) / W0.norm(dim=1)
+    ).cpu()  # relative change per position
+    ax.bar(
+        range(MAX_LEN),
+        moved,
+        color=["tab:blue"] * used + ["tab:red"] * (MAX_LEN - used),
+    )
+    ax.axhline(
+        1 - decay, color="black", linestyle=":", linewidth=1, label="weight decay only"
+    )
     ax.set_xlabel(f"{side} position")
-    ax.set_title(f"{side}: positions 0-{used - 1} trained, {used}-{MAX_LEN - 1} never used")
+    ax.set_title(
+        f"{side}: positions 0-{used - 1} trained, {used}-{MAX_LEN - 1} never used"
+    )
     ax.legend()
     # The unused rows are exactly the initial rows times the decay factor:
     assert torch.allclose(W[used:], W0[used:] * decay, atol=1e-6)
