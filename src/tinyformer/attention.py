@@ -7,12 +7,16 @@ Masks are boolean and ``True`` means "may attend", the same convention as
 ``torch.nn.functional.scaled_dot_product_attention``. A mask broadcasts to
 ``(B, H, T_q, T_k)``: row i says which keys query i may read.
 (``nn.MultiheadAttention`` uses the opposite convention, True = blocked; see
-``tinyformer.compat.to_torch_mask``.)
+``tinyformer.torch_bridge.to_torch_mask``.)
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +27,9 @@ __all__ = [
     "MultiHeadAttention",
     "broadcasts_to",
     "causal_mask",
+    "check_mask",
     "padding_mask",
+    "record_attention",
     "scaled_dot_product_attention",
 ]
 
@@ -70,7 +76,7 @@ def scaled_dot_product_attention(
     scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)  # (..., T_q, T_k)
 
     if mask is not None:
-        _check_mask(mask, scores.shape)
+        check_mask(mask, scores.shape)
         # exp(-inf) = 0: a blocked key gets exactly zero weight.
         scores = scores.masked_fill(~mask, float("-inf"))
 
@@ -101,7 +107,7 @@ def broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
     )
 
 
-def _check_mask(mask: torch.Tensor, scores_shape: torch.Size) -> None:
+def check_mask(mask: torch.Tensor, scores_shape: tuple[int, ...]) -> None:
     """Raise a ValueError unless ``mask`` is a bool tensor broadcastable to ``scores_shape``."""
     if mask.dtype != torch.bool:
         raise ValueError(
@@ -148,70 +154,30 @@ class KVCache:
     During generation each new token only needs its own query; the keys and values of
     earlier tokens do not change (causal attention), so we keep them instead of recomputing.
     ``k`` and ``v`` are ``(B, H, T_past, d_k)``, or None while empty. A model keeps a list of
-    these, one per layer.
+    these, one per layer (``model.new_cache()``).
 
-    The keys live in a buffer with room to spare, which doubles when full, and ``k`` is a
-    view of its first T_past positions. Appending one token then writes one token's keys:
-    ``torch.cat`` would copy all T_past of them at every step, O(T^2) copying for a
-    T-token sequence. When autograd is recording (a cached forward that will be
-    backpropagated), ``append`` concatenates instead: writing into a buffer that earlier
-    steps' graphs still read would invalidate them.
+    This is the simple version: each step concatenates, copying the T_past cached positions.
+    ``tinyformer.fast.BufferedKVCache`` writes into a buffer that grows by doubling instead
+    (the same keys and values; the benchmarks use it for long sequences).
     """
 
     def __init__(self) -> None:
-        self._k: torch.Tensor | None = None  # (B, H, capacity, d_k)
-        self._v: torch.Tensor | None = None
-        self._length = 0
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
 
     @property
     def length(self) -> int:
         """Number of cached positions T_past (0 when empty)."""
-        return self._length
-
-    @property
-    def k(self) -> torch.Tensor | None:
-        """Cached keys ``(B, H, T_past, d_k)``, or None while empty."""
-        return None if self._k is None else self._k[:, :, : self._length]
-
-    @property
-    def v(self) -> torch.Tensor | None:
-        """Cached values ``(B, H, T_past, d_k)``, or None while empty."""
-        return None if self._v is None else self._v[:, :, : self._length]
+        return 0 if self.k is None else self.k.shape[-2]
 
     def append(self, k_new: torch.Tensor, v_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Add keys/values ``(B, H, T_new, d_k)``; return all ``(B, H, T_past + T_new, d_k)``."""
-        if k_new.ndim != 4 or k_new.shape != v_new.shape:
-            raise ValueError(
-                f"expected new keys and values of the same shape (B, H, T_new, d_k), got "
-                f"{tuple(k_new.shape)} and {tuple(v_new.shape)}"
-            )
-        if self._k is not None and (
-            k_new.shape[:2] != self._k.shape[:2] or k_new.shape[-1] != self._k.shape[-1]
-        ):
-            raise ValueError(
-                f"new keys of shape {tuple(k_new.shape)} do not fit the cached keys of shape "
-                f"{tuple(self.k.shape)} (B, H and d_k must match)"
-            )
-        T_past, T_new = self._length, k_new.shape[-2]
-        if torch.is_grad_enabled() and (k_new.requires_grad or v_new.requires_grad):
-            self._k = k_new if self._k is None else torch.cat([self.k, k_new], dim=-2)
-            self._v = v_new if self._v is None else torch.cat([self.v, v_new], dim=-2)
+        if self.k is None:
+            self.k, self.v = k_new, v_new
         else:
-            if self._k is None or T_past + T_new > self._k.shape[-2]:
-                self._grow(k_new, max(T_past + T_new, 2 * T_past))
-            self._k[:, :, T_past : T_past + T_new] = k_new
-            self._v[:, :, T_past : T_past + T_new] = v_new
-        self._length = T_past + T_new
+            self.k = torch.cat([self.k, k_new], dim=-2)
+            self.v = torch.cat([self.v, v_new], dim=-2)
         return self.k, self.v
-
-    def _grow(self, like: torch.Tensor, capacity: int) -> None:
-        """Move the cached positions into new buffers of ``capacity`` positions."""
-        B, H, _, d_k = like.shape
-        k, v = like.new_empty(B, H, capacity, d_k), like.new_empty(B, H, capacity, d_k)
-        if self._k is not None:
-            k[:, :, : self._length] = self.k
-            v[:, :, : self._length] = self.v
-        self._k, self._v = k, v
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep batch rows ``rows`` (a long tensor, repeats allowed), in that order.
@@ -219,11 +185,11 @@ class KVCache:
         Beam search calls this after each step: every surviving hypothesis continues from
         its parent's keys and values.
         """
-        if self._k is not None:
-            self._k, self._v = self._k[rows], self._v[rows]
+        if self.k is not None:
+            self.k, self.v = self.k[rows], self.v[rows]
 
     def __repr__(self) -> str:
-        return f"KVCache(length={self.length})"
+        return f"{type(self).__name__}(length={self.length})"
 
 
 class MultiHeadAttention(nn.Module):
@@ -248,6 +214,8 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(d_model, d_model, bias=bias)
         self.v_proj = nn.Linear(d_model, d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        # Set by record_attention: called with this module's weights, or None.
+        self.record: Callable[[torch.Tensor], None] | None = None
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, D) -> (B, H, T, d_k)."""
@@ -273,30 +241,28 @@ class MultiHeadAttention(nn.Module):
         context: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
-        return_weights: bool = False,
         is_causal: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Attend from ``x`` to ``context`` (or to ``x`` itself).
+    ) -> torch.Tensor:
+        """Attend from ``x`` to ``context`` (or to ``x`` itself): -> ``out (B, T_q, D)``.
 
         Args:
             x: ``(B, T_q, D)``, gives the queries.
             context: ``(B, T_k, D)``, gives keys and values; None means self-attention
-                (``context = x``). Cross-attention passes the encoder's output here.
+                (``context = x``). Cross attention passes the encoder's output here.
             mask: bool, broadcastable to ``(B, H, T_q, T_k)``, True = may attend. None = no mask.
             cache: a :class:`KVCache` (self-attention only). The keys/values of ``x`` are
                 appended to it and the queries attend over all cached positions, so
                 T_k = cache length after appending. The mask, if any, must then cover
                 (T_q, T_past + T_q), e.g. ``causal_mask(T_q, offset=T_past)``; feeding one
                 token at a time needs no mask.
-            return_weights: also return the attention weights. Without them (and without
-                dropout) the attention runs in ``F.scaled_dot_product_attention``, the same
-                computation fused into one kernel.
             is_causal: apply the causal mask, ``causal_mask(T)``, without building it; for
-                self-attention over T_q = T_k positions (no mask, no cached positions). The
-                fused kernel then skips the blocked scores instead of reading a mask.
+                self-attention over T_q = T_k positions (no mask, no cached positions).
 
-        Returns:
-            ``out (B, T_q, D)``, or ``(out, weights (B, H, T_q, T_k))`` if ``return_weights``.
+        The attention itself runs in ``F.scaled_dot_product_attention``, which computes
+        what :func:`scaled_dot_product_attention` writes out, fused into one kernel that
+        never stores the ``(B, H, T_q, T_k)`` weights (the tests check both agree). To see
+        the weights, run the model inside :func:`record_attention`: this module then uses
+        the written-out version and keeps its weights.
         """
         self._check_input("x", x)
         if context is None:
@@ -318,31 +284,56 @@ class MultiHeadAttention(nn.Module):
         v = self._split_heads(self.v_proj(context))  # (B, H, T_k, d_k)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, H, T_past + T_q, d_k)
-        if is_causal and (mask is not None or k.shape[-2] != q.shape[-2]):
+        T_q, T_k = q.shape[-2], k.shape[-2]
+        if is_causal and (mask is not None or T_k != T_q):
             raise ValueError(
                 f"is_causal=True is the causal mask of T_q = T_k positions and takes no mask, "
-                f"got T_q={q.shape[-2]}, T_k={k.shape[-2]} and "
-                f"{'a mask' if mask is not None else 'no mask'}"
+                f"got T_q={T_q}, T_k={T_k} and {'a mask' if mask is not None else 'no mask'}"
             )
+        if mask is not None:
+            check_mask(mask, (*q.shape[:-1], T_k))
 
         dropout_p = self.dropout if self.training else 0.0
-        if return_weights or dropout_p > 0.0:
+        if self.record is not None:
             if is_causal:
-                mask = causal_mask(q.shape[-2], device=q.device)
+                mask = causal_mask(T_q, device=q.device)
             out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=dropout_p)
+            self.record(weights.detach())
         else:
-            # Nobody wants the weights: PyTorch's fused kernel computes the same softmax
-            # without storing the (B, H, T_q, T_k) weights, about a tenth off a small model's
-            # training step (nn.MultiheadAttention does the same with need_weights=False).
-            # The tests check that both paths agree, fully masked rows included.
-            # With is_causal the kernel skips the blocked half of the scores instead of
-            # reading a mask: forward and backward of a chapter-5 batch's attention (256
-            # sentences of 14 tokens, 4 heads) took 6 ms instead of 10 on our CPU.
-            if mask is not None:
-                _check_mask(mask, (*q.shape[:-1], k.shape[-2]))
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
-        out = self.out_proj(self._merge_heads(out))  # (B, T_q, D)
-        return (out, weights) if return_weights else out
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal
+            )
+        return self.out_proj(self._merge_heads(out))  # (B, T_q, D)
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, n_heads={self.n_heads}, d_k={self.d_k}"
+
+
+@contextlib.contextmanager
+def record_attention(model: nn.Module):
+    """See the attention weights of any model: ``with record_attention(model) as maps:``.
+
+    Inside the block, every :class:`MultiHeadAttention` in ``model`` keeps the weights it
+    uses. ``maps`` is a dict from each attention module's name (``"decoder.blocks.0.self_attn"``,
+    ``"decoder.blocks.1.cross_attn"``, ...) to its weights ``(B, H, T_q, T_k)``; it is filled
+    as the model runs. A module called more than once (say, once per generated token) keeps
+    the weights of its last call. The model's outputs are unchanged: the module computes the
+    same attention, written out (:func:`scaled_dot_product_attention`), instead of fused.
+    """
+    modules = {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, MultiHeadAttention)
+    }
+    if not modules:
+        raise ValueError(
+            f"expected a model with MultiHeadAttention modules, got {type(model).__name__}"
+        )
+    maps: dict[str, torch.Tensor] = {}
+    for name, module in modules.items():
+        module.record = functools.partial(maps.__setitem__, name)
+    try:
+        yield maps
+    finally:
+        for module in modules.values():
+            module.record = None

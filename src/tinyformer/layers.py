@@ -2,19 +2,24 @@
 
 Shapes: B batch, T length, D d_model, V vocabulary size.
 
-A note on scale. The token embedding, the positional signal and (with weight tying) the
-output layer all share one scale, so we choose it deliberately:
+A note on scale. The token embedding and the positional signal are added, so we choose
+their scales together:
 
 * ``TokenEmbedding`` initialises its table with N(0, 1/D) entries and, by default
   (``scale=True``), multiplies by sqrt(D) on the way in, as Vaswani et al. (2017) do.
   The model therefore *sees* unit-variance token vectors, the same size as the
   sinusoidal encoding (values in [-1, 1]) and the learned positions (N(0, 1)), so neither
-  drowns the other. When the same table is reused as the output layer (weight tying),
-  the logits are h . e_v with h of unit scale (after LayerNorm) and e_v of size 1/sqrt(D)
-  per entry, so the initial logits have standard deviation about 1: the first predictions
-  are nearly uniform and the initial loss is close to ln V.
-* ``scale=False`` gives the GPT-2 style (no multiplier). Keep it for comparisons; with our
-  1/D initialisation the token vectors then start sqrt(D) times smaller than the positions.
+  drowns the other.
+* With weight tying the same (V, D) table is also the output layer: logit_v = h . e_v.
+  The final LayerNorm makes h unit-size per coordinate, so a logit is a sum of D terms of
+  size about 1/sqrt(D) each -- if h and e_v were independent its standard deviation would
+  be about 1. They are not: h still carries the input token's own embedding through the
+  residual stream, so the logit of the *current* token (and of tokens whose embeddings
+  happen to align with h) is much larger, and the first loss sits above ln V (Chapter 4
+  measures it). The initial predictions are not uniform; training fixes that in a few
+  steps.
+* ``scale=False`` gives the GPT-2 and BERT style (no multiplier); their tables are
+  initialised larger instead.
 """
 
 from __future__ import annotations
@@ -50,16 +55,7 @@ class TokenEmbedding(nn.Module):
         self.weight = nn.Parameter(torch.randn(vocab_size, d_model) / math.sqrt(d_model))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        if ids.dtype not in (torch.long, torch.int32):
-            raise ValueError(f"expected token ids of dtype torch.long, got {ids.dtype}")
-        if ids.numel() > 0:
-            lo, hi = int(ids.min()), int(ids.max())
-            if lo < 0 or hi >= self.vocab_size:
-                bad = hi if hi >= self.vocab_size else lo
-                raise ValueError(
-                    f"token ids must lie in [0, {self.vocab_size}) for a vocabulary of size "
-                    f"{self.vocab_size}, got id {bad} (min id {lo}, max id {hi})"
-                )
+        """ids (B, T) long -> (B, T, D). Ids are not checked here: the models check them once."""
         x = self.weight[ids]  # (B, T, D)
         return x * math.sqrt(self.d_model) if self.scale else x
 
@@ -90,19 +86,28 @@ class SinusoidalPositionalEncoding(nn.Module):
     Each pair of dimensions is a rotation at its own frequency, from one turn per 2*pi
     positions (i = 0) down to one per 10000 * 2*pi, so PE[pos + k] is a fixed linear function
     of PE[pos]. Buffer ``pe`` is ``(max_len, D)``.
+
+    ``halves=True`` stores the same numbers in another order: all D/2 sines first, then all
+    D/2 cosines (Marian's layout, appendix *The real ones*). Which coordinate holds which
+    frequency does not matter to a model trained with it; it matters when loading weights.
     """
 
-    def __init__(self, d_model: int, max_len: int):
+    def __init__(self, d_model: int, max_len: int, halves: bool = False):
         super().__init__()
         self.d_model = d_model
         self.max_len = max_len
+        self.halves = halves
         # Computed in float64 for accuracy at large positions, stored in the default dtype.
         pos = torch.arange(max_len, dtype=torch.float64).unsqueeze(1)  # (max_len, 1)
         two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # 2i = 0, 2, 4, ...
         angle = pos / 10000.0 ** (two_i / d_model)  # (max_len, ceil(D/2))
-        pe = torch.zeros(max_len, d_model, dtype=torch.float64)
-        pe[:, 0::2] = torch.sin(angle)
-        pe[:, 1::2] = torch.cos(angle[:, : d_model // 2])  # odd D: one fewer cosine column
+        sin, cos = torch.sin(angle), torch.cos(angle[:, : d_model // 2])
+        if halves:
+            pe = torch.cat([sin, cos], dim=1)
+        else:
+            pe = torch.zeros(max_len, d_model, dtype=torch.float64)
+            pe[:, 0::2] = sin
+            pe[:, 1::2] = cos  # odd D: one fewer cosine column
         # Not persistent: it is a formula, not learned, so checkpoints need not carry it.
         self.register_buffer("pe", pe.to(torch.get_default_dtype()), persistent=False)
 
@@ -115,7 +120,7 @@ class SinusoidalPositionalEncoding(nn.Module):
         return x + self.pe[offset : offset + T].to(x.dtype)
 
     def extra_repr(self) -> str:
-        return f"d_model={self.d_model}, max_len={self.max_len}"
+        return f"d_model={self.d_model}, max_len={self.max_len}, halves={self.halves}"
 
 
 class LearnedPositionalEmbedding(nn.Module):
@@ -139,44 +144,49 @@ class LearnedPositionalEmbedding(nn.Module):
         return f"max_len={self.max_len}, d_model={self.d_model}"
 
 
-_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+def _gelu_tanh() -> nn.Module:
+    return nn.GELU(approximate="tanh")
+
+
+# The feed-forward activations, by the names TransformerConfig uses.
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "gelu_tanh": _gelu_tanh, "silu": nn.SiLU}
 
 
 class FeedForward(nn.Module):
     """The position-wise network: ``linear2(dropout(activation(linear1(x))))``.
 
     ``(B, T, D) -> (B, T, d_ff) -> (B, T, D)``, applied to every position independently.
-    GELU is the exact (erf) form, as in ``nn.TransformerEncoderLayer(activation="gelu")``.
+    ``activation``: "relu" (the 2017 paper), "gelu" (the exact erf form, as in BERT and
+    ``nn.TransformerEncoderLayer(activation="gelu")``), "gelu_tanh" (GPT-2's tanh
+    approximation) or "silu" (Marian).
     """
 
     def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, activation: str = "relu"):
         super().__init__()
-        if activation not in _ACTIVATIONS:
+        if activation not in ACTIVATIONS:
             raise ValueError(
-                f"expected activation to be one of {sorted(_ACTIVATIONS)}, got {activation!r}"
+                f"expected activation to be one of {sorted(ACTIVATIONS)}, got {activation!r}"
             )
-        self.d_model = d_model
         self.linear1 = nn.Linear(d_model, d_ff)
-        self.activation = _ACTIVATIONS[activation]()
+        self.activation = ACTIVATIONS[activation]()
         self.dropout = nn.Dropout(dropout)
         self.linear2 = nn.Linear(d_ff, d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.d_model:
-            raise ValueError(
-                f"expected x with last dimension d_model={self.d_model}, got shape {tuple(x.shape)}"
-            )
         return self.linear2(self.dropout(self.activation(self.linear1(x))))
 
 
 def positional_module(kind: str, max_len: int, d_model: int) -> nn.Module:
     """The positional module every model adds to its token embeddings.
 
-    ``kind`` is ``"learned"`` (a trained ``(max_len, D)`` table, as in GPT-2 and BERT) or
-    ``"sinusoidal"`` (the fixed formula of Vaswani et al., 2017).
+    ``kind`` is ``"learned"`` (a trained ``(max_len, D)`` table, as in GPT-2 and BERT),
+    ``"sinusoidal"`` (the fixed formula of Vaswani et al., 2017) or ``"sinusoidal_halves"``
+    (the same formula in Marian's layout).
     """
     if kind == "learned":
         return LearnedPositionalEmbedding(max_len, d_model)
-    if kind == "sinusoidal":
-        return SinusoidalPositionalEncoding(d_model, max_len)
-    raise ValueError(f"expected positional 'learned' or 'sinusoidal', got {kind!r}")
+    if kind in ("sinusoidal", "sinusoidal_halves"):
+        return SinusoidalPositionalEncoding(d_model, max_len, halves=kind == "sinusoidal_halves")
+    raise ValueError(
+        f"expected positional 'learned', 'sinusoidal' or 'sinusoidal_halves', got {kind!r}"
+    )

@@ -1,4 +1,4 @@
-"""Bridges to PyTorch's built-in transformer modules, so we can check ours against them.
+"""Load weights from PyTorch's built-in transformer modules into ours, to check we compute the same.
 
     !!! MASK CONVENTIONS ARE OPPOSITE !!!
     tinyformer (and F.scaled_dot_product_attention): True = MAY attend.
@@ -11,15 +11,14 @@ Weight layouts:
   shape ``(3D, D)``: the rows are ``[W_q; W_k; W_v]`` stacked (likewise ``in_proj_bias``).
   Ours are three separate ``nn.Linear(D, D)``: ``q_proj``, ``k_proj``, ``v_proj``.
 * ``nn.TransformerEncoderLayer`` = ``self_attn`` + ``linear1``/``linear2`` + ``norm1``/``norm2``;
-  our ``DecoderBlock`` = ``self_attn`` + ``ff.linear1``/``ff.linear2`` + ``norm1``/``norm2``.
-  Under a causal mask the encoder layer computes exactly what a decoder block without cross
-  attention computes (the "decoder" of GPT is an encoder layer with a causal mask).
+  our ``TransformerBlock`` = ``self_attn`` + ``ff.linear1``/``ff.linear2`` + ``attn_norm``/
+  ``ff_norm``. Under a causal mask the encoder layer computes exactly what a causal block
+  without cross attention computes (the "decoder" of GPT is an encoder layer with a causal
+  mask).
 * ``nn.TransformerDecoderLayer`` = ``self_attn``, ``multihead_attn`` (cross attention),
   ``linear1``/``linear2`` and ``norm1``/``norm2``/``norm3``, which belong to self-attention,
-  CROSS attention and the feed-forward network in that order. Our ``DecoderBlock`` grew cross
-  attention after Part I, so its names differ: ``norm1`` self-attention, ``norm2``
-  feed-forward (as in Part I), ``norm3`` cross attention. :func:`load_decoder_layer_from_torch`
-  maps them: ours.norm3 <- theirs.norm2, ours.norm2 <- theirs.norm3.
+  cross attention and the feed-forward network in that order. Ours are named by role:
+  ``attn_norm``, ``cross_norm``, ``ff_norm``.
 * ``nn.Transformer`` = ``encoder`` (``layers`` + a final ``norm``) and ``decoder`` (``layers``
   + a final ``norm``), no embeddings and no output layer. It ALWAYS ends each stack with a
   LayerNorm, post-LN too; see :func:`load_transformer_from_torch` for what that means.
@@ -116,33 +115,21 @@ def _copy_layer_norm(ours: nn.LayerNorm, theirs: nn.LayerNorm, name: str) -> Non
     _copy_weight_and_bias(ours, theirs, name)
 
 
-@torch.no_grad()
-def load_block_from_torch(ours: nn.Module, theirs: nn.TransformerEncoderLayer) -> None:
-    """Copy an ``nn.TransformerEncoderLayer`` into our ``DecoderBlock`` (in place).
-
-    Both must agree on ``norm_first`` and the activation (relu/gelu); a mismatch raises
-    ValueError rather than silently computing something different.
-    """
-    our_norm_first = getattr(ours, "norm_first", None)
-    if our_norm_first is not None and our_norm_first != theirs.norm_first:
+def _check_same_kind(ours: nn.Module, theirs: nn.Module) -> None:
+    """Both layers must agree on pre-/post-LN and the activation, or we refuse to copy."""
+    if ours.norm_first != theirs.norm_first:
         raise ValueError(
-            f"norm_first differs: ours has norm_first={our_norm_first}, "
+            f"norm_first differs: ours has norm_first={ours.norm_first}, "
             f"theirs has norm_first={theirs.norm_first}"
         )
-    their_act = {1: "relu", 2: "gelu"}.get(getattr(theirs, "activation_relu_or_gelu", 0))
-    our_act = {nn.ReLU: "relu", nn.GELU: "gelu"}.get(type(ours.ff.activation))
+    their_act = _torch_activation_name(theirs.activation)
+    our_act = _torch_activation_name(ours.ff.activation)
     if their_act is None or their_act != our_act:
         raise ValueError(f"activation differs: ours is {our_act}, theirs is {their_act}")
 
-    load_mha_from_torch(ours.self_attn, theirs.self_attn)
-    _copy_linear(ours.ff.linear1, theirs.linear1, "linear1")
-    _copy_linear(ours.ff.linear2, theirs.linear2, "linear2")
-    _copy_layer_norm(ours.norm1, theirs.norm1, "norm1")
-    _copy_layer_norm(ours.norm2, theirs.norm2, "norm2")
-
 
 def _torch_activation_name(activation) -> str | None:
-    """'relu' / 'gelu' for the activations nn.TransformerDecoderLayer accepts, else None."""
+    """'relu' / 'gelu' for the activations PyTorch's transformer layers accept, else None."""
     if activation is torch.nn.functional.relu or isinstance(activation, nn.ReLU):
         return "relu"
     if activation is torch.nn.functional.gelu:
@@ -153,39 +140,45 @@ def _torch_activation_name(activation) -> str | None:
 
 
 @torch.no_grad()
+def load_block_from_torch(ours: nn.Module, theirs: nn.TransformerEncoderLayer) -> None:
+    """Copy an ``nn.TransformerEncoderLayer`` into our ``TransformerBlock`` (in place).
+
+    Causal or not, without cross attention. Both must agree on ``norm_first`` and the
+    activation (relu/gelu); a mismatch raises ValueError rather than silently computing
+    something different.
+    """
+    if ours.cross_attn is not None:
+        raise ValueError("expected a TransformerBlock without cross attention, got one with it")
+    _check_same_kind(ours, theirs)
+    load_mha_from_torch(ours.self_attn, theirs.self_attn)
+    _copy_linear(ours.ff.linear1, theirs.linear1, "linear1")
+    _copy_linear(ours.ff.linear2, theirs.linear2, "linear2")
+    _copy_layer_norm(ours.attn_norm, theirs.norm1, "attn_norm / norm1")
+    _copy_layer_norm(ours.ff_norm, theirs.norm2, "ff_norm / norm2")
+
+
+@torch.no_grad()
 def load_decoder_layer_from_torch(ours: nn.Module, theirs: nn.TransformerDecoderLayer) -> None:
-    """Copy an ``nn.TransformerDecoderLayer`` into our ``DecoderBlock(cross_attention=True)``.
+    """Copy an ``nn.TransformerDecoderLayer`` into our ``TransformerBlock(cross_attention=True)``.
 
     Self-attention, cross attention (theirs ``multihead_attn``, ours ``cross_attn``) and the
-    feed-forward network are copied one to one. The LayerNorms are named differently (see the
-    module docstring): ours.norm1 <- theirs.norm1 (self-attention), ours.norm3 <- theirs.norm2
-    (cross attention), ours.norm2 <- theirs.norm3 (feed-forward).
-
-    Both must agree on ``norm_first`` and the activation, and ours must have cross attention;
-    a mismatch raises ValueError rather than silently computing something different.
+    feed-forward network are copied one to one, and the norms by role: attn_norm <- norm1,
+    cross_norm <- norm2, ff_norm <- norm3. Both must agree on ``norm_first`` and the
+    activation; a mismatch raises ValueError.
     """
-    if getattr(ours, "cross_attn", None) is None:
+    if ours.cross_attn is None:
         raise ValueError(
-            "expected a DecoderBlock with cross attention (cross_attention=True), "
+            "expected a TransformerBlock with cross attention (cross_attention=True), "
             "got one without: nn.TransformerDecoderLayer always has cross attention"
         )
-    if ours.norm_first != theirs.norm_first:
-        raise ValueError(
-            f"norm_first differs: ours has norm_first={ours.norm_first}, "
-            f"theirs has norm_first={theirs.norm_first}"
-        )
-    their_act = _torch_activation_name(theirs.activation)
-    our_act = {nn.ReLU: "relu", nn.GELU: "gelu"}.get(type(ours.ff.activation))
-    if their_act is None or their_act != our_act:
-        raise ValueError(f"activation differs: ours is {our_act}, theirs is {their_act}")
-
+    _check_same_kind(ours, theirs)
     load_mha_from_torch(ours.self_attn, theirs.self_attn)
     load_mha_from_torch(ours.cross_attn, theirs.multihead_attn)
     _copy_linear(ours.ff.linear1, theirs.linear1, "linear1")
     _copy_linear(ours.ff.linear2, theirs.linear2, "linear2")
-    _copy_layer_norm(ours.norm1, theirs.norm1, "norm1 (self-attention)")
-    _copy_layer_norm(ours.norm3, theirs.norm2, "ours norm3 / theirs norm2 (cross attention)")
-    _copy_layer_norm(ours.norm2, theirs.norm3, "ours norm2 / theirs norm3 (feed-forward)")
+    _copy_layer_norm(ours.attn_norm, theirs.norm1, "attn_norm / norm1")
+    _copy_layer_norm(ours.cross_norm, theirs.norm2, "cross_norm / norm2")
+    _copy_layer_norm(ours.ff_norm, theirs.norm3, "ff_norm / norm3")
 
 
 @torch.no_grad()
@@ -197,7 +190,7 @@ def load_transformer_from_torch(ours: nn.Module, theirs: nn.Transformer) -> None
     (:func:`load_decoder_layer_from_torch`) and the final LayerNorms.
 
     Final LayerNorms. nn.Transformer always builds ``encoder.norm`` and ``decoder.norm``.
-    Under pre-LN they are exactly our ``encoder.norm_f`` and ``norm_f`` (a pre-LN stack
+    Under pre-LN they are exactly our ``encoder.norm_f`` and ``decoder.norm_f`` (a pre-LN stack
     must normalise its output). Under post-LN every layer already ends in a LayerNorm; the
     2017 model, and ours, add nothing after the last one, whereas nn.Transformer's default
     applies a second LayerNorm on top. That is a different function, so we refuse it: build
@@ -205,19 +198,20 @@ def load_transformer_from_torch(ours: nn.Module, theirs: nn.Transformer) -> None
     and ``custom_decoder=nn.TransformerDecoder(layer, N, norm=None)``.
     """
     enc, dec = theirs.encoder, theirs.decoder
-    ours_enc, ours_dec = len(ours.encoder.blocks), len(ours.blocks)
+    ours_enc, ours_dec = len(ours.encoder.blocks), len(ours.decoder.blocks)
+    norm_first = ours.config.norm_first
     if len(enc.layers) != ours_enc or len(dec.layers) != ours_dec:
         raise ValueError(
             f"layer counts differ: ours has {ours_enc} encoder and {ours_dec} decoder layers, "
             f"theirs has {len(enc.layers)} and {len(dec.layers)}"
         )
     for name, their_norm in (("encoder", enc.norm), ("decoder", dec.norm)):
-        if ours.norm_first and their_norm is None:
+        if norm_first and their_norm is None:
             raise ValueError(
                 f"expected a final {name} LayerNorm for a pre-LN model (ours has norm_f), "
                 "got norm=None"
             )
-        if not ours.norm_first and their_norm is not None:
+        if not norm_first and their_norm is not None:
             raise ValueError(
                 f"expected no final {name} LayerNorm for a post-LN model (ours, like the 2017 "
                 f"paper, has none), got {their_norm}; build nn.Transformer with custom_encoder="
@@ -229,11 +223,11 @@ def load_transformer_from_torch(ours: nn.Module, theirs: nn.Transformer) -> None
             load_block_from_torch(block, layer)
         except ValueError as error:
             raise ValueError(f"encoder layer {i}: {error}") from None
-    for i, (block, layer) in enumerate(zip(ours.blocks, dec.layers, strict=True)):
+    for i, (block, layer) in enumerate(zip(ours.decoder.blocks, dec.layers, strict=True)):
         try:
             load_decoder_layer_from_torch(block, layer)
         except ValueError as error:
             raise ValueError(f"decoder layer {i}: {error}") from None
-    if ours.norm_first:
+    if norm_first:
         _copy_layer_norm(ours.encoder.norm_f, enc.norm, "encoder final norm")
-        _copy_layer_norm(ours.norm_f, dec.norm, "decoder final norm")
+        _copy_layer_norm(ours.decoder.norm_f, dec.norm, "decoder final norm")

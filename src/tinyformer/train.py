@@ -1,16 +1,19 @@
-"""Training: seeding, the learning-rate schedule, the language-model loss and a small loop.
+"""Training: seeding, the learning-rate schedule, eval mode, AdamW and a small loop.
 
 Shapes: B batch, T length, V vocab.
 """
 
+import contextlib
 import math
 import random
 from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from tinyformer.fast import fused_adamw_ok
+from tinyformer.objectives import lm_loss
 
 
 def set_seed(seed: int, device=None) -> torch.Generator:
@@ -48,89 +51,26 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def lm_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int | None) -> torch.Tensor:
-    """Mean cross-entropy (nats per token) over every non-pad target.
-
-    logits (B, T, V), targets (B, T) long -> a scalar.
-
-    The caller shifts: for a batch ``ids`` the model reads ``ids[:, :-1]`` and the targets
-    are ``ids[:, 1:]``. Every real target counts, <eos> included, so a perfect model of a
-    language reaches that language's entropy per token. Pad targets are ignored
-    (``pad_id=None`` ignores nothing). Equals ``F.cross_entropy(..., ignore_index=pad_id)``.
-    """
-    if logits.dim() != 3 or targets.shape != logits.shape[:2]:
-        raise ValueError(
-            f"expected logits (B, T, V) and targets (B, T), got logits {tuple(logits.shape)} "
-            f"and targets {tuple(targets.shape)}"
-        )
-    ignore_index = -100 if pad_id is None else pad_id
-    return F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=ignore_index
-    )
+@contextlib.contextmanager
+def evaluating(model: nn.Module):
+    """``with evaluating(model):`` runs the model in eval mode (no dropout) and restores
+    the mode it had afterwards: the one way the package switches modes."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
-def lm_loss_by_length(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
-    pad_id: int,
-    max_rows: int = 96,
-) -> torch.Tensor:
-    """``lm_loss(model(inputs), targets, pad_id)``, without running the model on padding.
-
-    inputs, targets (B, T) long, each row's real tokens first and ``pad_id`` after them
-    (as ``Vocab.batch`` pads) -> a scalar, differentiable like ``lm_loss``.
-
-    A batch is padded to its longest row, so in a batch of short and long sentences much of
-    the work is on padding. Here the rows are sorted by length and cut into
-    ceil(B / max_rows) groups of similar length, each trimmed to its own longest row; the
-    per-token losses are summed over the groups and divided by the number of real targets.
-    For a CAUSAL model this is exact (up to rounding): position t reads positions <= t
-    only, so the padding after a row never changes the outputs at its real positions. A
-    model that reads the whole row (an encoder) would need its padding masked out instead.
-
-    Each group is a separate forward pass, so small batches (B <= max_rows) gain nothing
-    and run as one group.
-    """
-    if inputs.shape != targets.shape or inputs.dim() != 2 or inputs.shape[0] == 0:
-        raise ValueError(
-            f"expected inputs and targets of the same shape (B, T) with B >= 1, got "
-            f"{tuple(inputs.shape)} and {tuple(targets.shape)}"
-        )
-    if max_rows < 1:
-        raise ValueError(f"expected max_rows >= 1, got {max_rows}")
-    real = targets != pad_id  # (B, T)
-    if (real[:, 1:] & ~real[:, :-1]).any():
-        raise ValueError(
-            "expected padding only at the end of each row, got a real target after a pad"
-        )
-    lengths = real.sum(dim=1)  # (B,) real targets per row
-    n_groups = -(-inputs.shape[0] // max_rows)  # ceil(B / max_rows)
-    total = 0.0
-    for rows in lengths.argsort().chunk(n_groups):  # row indices, shortest rows first
-        T_group = max(int(lengths[rows].max()), 1)  # this group's longest row
-        logits = model(inputs[rows, :T_group])  # (B_group, T_group, V)
-        total = total + F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]),
-            targets[rows, :T_group].reshape(-1),
-            ignore_index=pad_id,
-            reduction="sum",
-        )
-    return total / real.sum()
-
-
-def _adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    # Decay matrices (weights, embeddings) only; biases and LayerNorm gains stay undecayed.
+def adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW as the course trains: matrices decay, biases and LayerNorm gains do not."""
     params = list(model.parameters())  # a tied matrix appears once
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    # The fused kernel updates every parameter in one call instead of a dozen small
-    # operations per parameter: the same AdamW, and up to a quarter off a small model's
-    # training step on a CPU. It exists for CPU and CUDA tensors only.
-    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), fused=fused)
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), fused=fused_adamw_ok(params))
 
 
 _PER_UPDATE = ("step", "loss", "lr", "grad_norm")  # history keys with one entry per update
@@ -178,7 +118,7 @@ def train(
         def loss_fn(model, inputs, targets):
             return lm_loss(model(inputs), targets, pad_id)
 
-    optimizer = _adamw(model, lr, weight_decay)
+    optimizer = adamw(model, lr, weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, warmup_steps, steps, min_lr_ratio)
     )
@@ -212,10 +152,9 @@ def train(
     return history
 
 
-@torch.no_grad()
 def _evaluate(model, eval_fn, step, history):
-    model.eval()
-    result = eval_fn(model)
+    with evaluating(model), torch.no_grad():
+        result = eval_fn(model)
     results = result if isinstance(result, dict) else {"eval": result}
     history["eval_step"].append(step)
     for key, value in results.items():
