@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import attend
 
 from tinyformer.attention import (
     KVCache,
@@ -155,9 +156,9 @@ def test_mask_builders_follow_the_device():
 def test_mha_shapes_self_and_cross():
     mha = make_mha()
     x, ctx = torch.randn(2, 5, 16), torch.randn(2, 9, 16)
-    out, w = mha(x, return_weights=True)
+    out, w = attend(mha, x, return_weights=True)
     assert out.shape == (2, 5, 16) and w.shape == (2, 4, 5, 5)
-    out, w = mha(x, context=ctx, return_weights=True)
+    out, w = attend(mha, x, context=ctx, return_weights=True)
     assert out.shape == (2, 5, 16) and w.shape == (2, 4, 5, 9)
     assert torch.allclose(w.sum(-1), torch.ones(2, 4, 5), atol=1e-6)
     assert isinstance(mha(x), torch.Tensor)
@@ -195,7 +196,7 @@ def test_mha_fused_path_equals_written_out_path(mask_kind):
     for return_weights in (False, True):
         x_ = x.clone().requires_grad_(True)
         mha.zero_grad()
-        out = mha(x_, mask=mask, return_weights=return_weights)
+        out = attend(mha, x_, mask=mask, return_weights=return_weights)
         out = out[0] if return_weights else out
         out.pow(2).sum().backward()
         grads.append((out.detach(), x_.grad, mha.q_proj.weight.grad.clone()))
@@ -214,7 +215,7 @@ def test_mha_is_causal_equals_the_causal_mask(return_weights):
     for kwargs in ({"mask": causal_mask(6)}, {"is_causal": True}):
         x_ = x.clone().requires_grad_(True)
         mha.zero_grad()
-        out = mha(x_, return_weights=return_weights, **kwargs)
+        out = attend(mha, x_, return_weights=return_weights, **kwargs)
         out, weights = out if return_weights else (out, None)
         out.pow(2).sum().backward()
         results.append((out.detach(), x_.grad, mha.k_proj.weight.grad.clone(), weights))
@@ -289,11 +290,11 @@ def test_mha_without_positions_is_permutation_equivariant():
 def test_kv_cache_one_token_at_a_time_equals_full_causal_forward():
     mha = make_mha()
     x = torch.randn(2, 7, 16)
-    full, full_w = mha(x, mask=causal_mask(7), return_weights=True)
+    full, full_w = attend(mha, x, mask=causal_mask(7), return_weights=True)
     cache = KVCache()
     steps = []
     for t in range(7):
-        out, w = mha(x[:, t : t + 1], cache=cache, return_weights=True)
+        out, w = attend(mha, x[:, t : t + 1], cache=cache, return_weights=True)
         assert cache.length == t + 1 and w.shape == (2, 4, 1, t + 1)
         assert torch.allclose(w[:, :, 0], full_w[:, :, t, : t + 1], atol=1e-6)
         steps.append(out)
@@ -311,19 +312,6 @@ def test_kv_cache_prefill_then_chunks_with_offset_mask():
     assert torch.allclose(torch.cat([a, b], dim=1), full, atol=1e-6)
 
 
-def test_kv_cache_grows_in_place_and_keeps_its_contents():
-    cache = KVCache()
-    k, v = torch.randn(2, 3, 9, 4), torch.randn(2, 3, 9, 4)
-    with torch.no_grad():
-        cache.append(k[:, :, :2], v[:, :, :2])  # a prompt of 2, then one token at a time
-        for t in range(2, 9):
-            k_all, v_all = cache.append(k[:, :, t : t + 1], v[:, :, t : t + 1])
-            assert torch.equal(k_all, k[:, :, : t + 1]) and torch.equal(v_all, v[:, :, : t + 1])
-    assert cache.length == 9
-    # The buffer doubled (2 -> 4 -> 8 -> 16): 3 copies of the past, not one per token.
-    assert cache._k.shape[-2] == 16
-
-
 def test_kv_cache_select_reorders_rows():
     cache = KVCache()
     k, v = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
@@ -336,8 +324,7 @@ def test_kv_cache_select_reorders_rows():
 
 
 def test_kv_cache_under_autograd_backpropagates_like_the_full_forward():
-    # With gradients recorded the cache concatenates instead of writing into its buffer,
-    # so every step's graph stays valid and the gradients match one full forward pass.
+    # A cached forward can be backpropagated: the gradients match one full forward pass.
     mha = make_mha()
     x = torch.randn(2, 5, 16, requires_grad=True)
     mha(x, mask=causal_mask(5)).square().sum().backward()
@@ -348,14 +335,9 @@ def test_kv_cache_under_autograd_backpropagates_like_the_full_forward():
     assert torch.allclose(x.grad, full_grad, atol=1e-5)
 
 
-def test_kv_cache_errors():
+def test_kv_cache_starts_empty_and_is_for_self_attention_only():
     cache = KVCache()
     assert cache.length == 0 and cache.k is None
-    with pytest.raises(ValueError, match=r"\(1, 2, 3, 4\).*\(1, 2, 3, 5\)"):
-        cache.append(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 5))
-    cache.append(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 4))
-    with pytest.raises(ValueError, match=r"\(1, 3, 1, 4\).*\(1, 2, 3, 4\)"):
-        cache.append(torch.zeros(1, 3, 1, 4), torch.zeros(1, 3, 1, 4))
     mha = make_mha()
     with pytest.raises(ValueError, match="self-attention only"):
         mha(torch.randn(1, 1, 16), context=torch.randn(1, 3, 16), cache=KVCache())
@@ -384,7 +366,7 @@ def test_mha_errors_name_expected_and_received():
 def test_mha_float64_and_device_follow_the_input():
     mha = make_mha().double()
     x = torch.randn(2, 5, 16, dtype=torch.float64)
-    out, w = mha(x, mask=causal_mask(5), return_weights=True)
+    out, w = attend(mha, x, mask=causal_mask(5), return_weights=True)
     assert out.dtype == torch.float64 and w.dtype == torch.float64
     # On the meta device nothing can silently be created on the CPU.
     mha_meta = make_mha().to("meta")
@@ -400,6 +382,49 @@ def test_mha_dropout_only_in_training():
     assert torch.equal(mha(x), mha(x))
     mha.train()
     torch.manual_seed(0)
-    _, w = mha(x, return_weights=True)
+    _, w = attend(mha, x, return_weights=True)
     assert (w == 0).any()  # some weights were dropped
     assert not torch.allclose(mha(x), mha(x))
+
+
+# --- record_attention: the one way to see attention maps -------------------------------------
+
+
+def test_record_attention_names_every_attention_module_and_changes_no_output():
+    from conftest import make_lm, make_seq2seq
+
+    from tinyformer.attention import record_attention
+
+    model = make_seq2seq(n_layers=2, n_encoder_layers=3).eval()
+    src = torch.tensor([[1, 5, 6, 2, 0], [1, 7, 2, 0, 0]])
+    tgt = torch.tensor([[1, 4, 5], [1, 6, 2]])
+    plain = model(src, tgt)
+    with record_attention(model) as maps:
+        recorded = model(src, tgt)
+    torch.testing.assert_close(recorded, plain, rtol=1e-5, atol=1e-6)
+    assert sorted(maps) == sorted(
+        [f"encoder.blocks.{i}.self_attn" for i in range(3)]
+        + [f"decoder.blocks.{i}.{kind}" for i in range(2) for kind in ("self_attn", "cross_attn")]
+    )
+    assert maps["encoder.blocks.0.self_attn"].shape == (2, 2, 5, 5)
+    assert maps["decoder.blocks.1.cross_attn"].shape == (2, 2, 3, 5)
+    cross = maps["decoder.blocks.0.cross_attn"]
+    assert torch.all(cross[1, :, :, 3:] == 0)  # source pads get no weight
+    assert torch.all(maps["decoder.blocks.0.self_attn"].triu(1) == 0)  # causal
+    torch.testing.assert_close(cross.sum(-1), torch.ones(2, 2, 3))
+    # Outside the block nothing is recorded any more, and the fused path is back.
+    assert all(m.record is None for m in model.modules() if isinstance(m, MultiHeadAttention))
+    lm = make_lm()
+    with record_attention(lm) as maps:
+        cache = lm.new_cache()
+        lm(torch.tensor([[1, 2, 3]]), cache=cache)
+        lm(torch.tensor([[4]]), cache=cache)
+    assert maps["decoder.blocks.0.self_attn"].shape == (1, 2, 1, 4)  # the last call's
+
+
+def test_record_attention_needs_attention_modules():
+    from tinyformer.attention import record_attention
+
+    with pytest.raises(ValueError, match=r"MultiHeadAttention modules, got Linear"):
+        with record_attention(torch.nn.Linear(2, 2)):
+            pass

@@ -1,15 +1,15 @@
-"""Tests of tinyformer.train: seeding, the schedule, the loss, and a tiny training run."""
+"""Tests of tinyformer.train: seeding, the schedule, eval mode, and a tiny training run."""
 
-import math
 import random
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import make_lm
 
-from tinyformer.decoder import DecoderLM
-from tinyformer.train import lm_loss, lm_loss_by_length, set_seed, train, warmup_cosine
+from tinyformer.objectives import lm_loss
+from tinyformer.train import evaluating, set_seed, train, warmup_cosine
 
 PAD = 0
 
@@ -35,9 +35,9 @@ def test_set_seed_seeds_everything_and_returns_a_generator():
 
 def test_same_seed_same_weights():
     set_seed(0)
-    a = DecoderLM(10, d_model=16, n_heads=2, d_ff=32)
+    a = make_lm(10, seed=None)
     set_seed(0)
-    b = DecoderLM(10, d_model=16, n_heads=2, d_ff=32)
+    b = make_lm(10, seed=None)
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(p, q)
 
@@ -90,120 +90,6 @@ def test_warmup_cosine_bad_arguments():
         warmup_cosine(0, 0, 10, min_ratio=1.5)
 
 
-# --- lm_loss ------------------------------------------------------------------------------------
-
-
-def padded_batch():
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(3, 5, 7, generator=g)
-    targets = torch.randint(1, 7, (3, 5), generator=g)
-    targets[0, 3:] = PAD
-    targets[2, 1:] = PAD
-    return logits, targets
-
-
-def test_lm_loss_equals_cross_entropy_with_ignore_index():
-    logits, targets = padded_batch()
-    expected = F.cross_entropy(logits.reshape(-1, 7), targets.reshape(-1), ignore_index=PAD)
-    torch.testing.assert_close(lm_loss(logits, targets, PAD), expected)
-
-
-def test_lm_loss_is_mean_over_real_tokens():
-    logits, targets = padded_batch()
-    log_probs = logits.log_softmax(-1).gather(-1, targets[..., None])[..., 0]
-    real = targets != PAD
-    expected = -(log_probs * real).sum() / real.sum()
-    torch.testing.assert_close(lm_loss(logits, targets, PAD), expected)
-
-
-def test_lm_loss_ignores_logits_at_pad_targets():
-    logits, targets = padded_batch()
-    changed = logits.clone()
-    changed[targets == PAD] = torch.randn(int((targets == PAD).sum()), 7) * 100
-    assert torch.equal(lm_loss(changed, targets, PAD), lm_loss(logits, targets, PAD))
-
-
-def test_lm_loss_of_uniform_prediction_is_log_vocab():
-    logits = torch.zeros(2, 4, 9)
-    targets = torch.randint(1, 9, (2, 4))
-    assert lm_loss(logits, targets, PAD).item() == pytest.approx(math.log(9))
-
-
-def test_lm_loss_shape_mismatch():
-    with pytest.raises(ValueError, match=r"logits \(2, 4, 9\) and targets \(2, 5\)"):
-        lm_loss(torch.zeros(2, 4, 9), torch.zeros(2, 5, dtype=torch.long), PAD)
-
-
-# --- lm_loss_by_length --------------------------------------------------------------------------
-
-
-def ragged_batch(B=11, T=9, V=7, seed=0):
-    """Rows of random lengths 1..T, right-padded: inputs and targets (B, T)."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, V, (B, T + 1), generator=g)
-    lengths = torch.randint(2, T + 2, (B,), generator=g)  # real ids per row, <bos> included
-    ids[torch.arange(T + 1) >= lengths[:, None]] = PAD
-    ids[0, :] = torch.randint(1, V, (T + 1,), generator=g)  # one row of the full length
-    return ids[:, :-1], ids[:, 1:]
-
-
-@pytest.mark.parametrize("max_rows", [1, 3, 4, 11, 100])
-def test_lm_loss_by_length_equals_lm_loss_for_a_causal_model(max_rows):
-    set_seed(0)
-    model = DecoderLM(7, d_model=16, n_heads=2, n_layers=2, d_ff=32, max_len=9)
-    inputs, targets = ragged_batch()
-    expected = lm_loss(model(inputs), targets, PAD)
-    grads_expected = torch.autograd.grad(expected, list(model.parameters()))
-    loss = lm_loss_by_length(model, inputs, targets, PAD, max_rows=max_rows)
-    grads = torch.autograd.grad(loss, list(model.parameters()))
-    torch.testing.assert_close(loss, expected)
-    for g, g_expected in zip(grads, grads_expected, strict=True):
-        torch.testing.assert_close(g, g_expected, rtol=1e-4, atol=1e-6)
-
-
-def test_lm_loss_by_length_runs_the_model_on_trimmed_groups():
-    set_seed(0)
-    model = DecoderLM(7, d_model=16, n_heads=2, n_layers=1, d_ff=32, max_len=9)
-    inputs, targets = ragged_batch()
-    shapes = []
-    model.register_forward_hook(lambda m, args, out: shapes.append(tuple(args[0].shape)))
-    lm_loss_by_length(model, inputs, targets, PAD, max_rows=4)
-    lengths = sorted((targets != PAD).sum(1).tolist())
-    assert shapes == [(4, max(lengths[:4])), (4, max(lengths[4:8])), (3, max(lengths[8:]))]
-    assert sum(b * t for b, t in shapes) < inputs.numel()  # less than the padded batch
-
-
-def test_lm_loss_by_length_is_not_exact_for_a_model_that_reads_the_padding():
-    # A non-causal model (mean over the whole row) sees the padding: trimming changes it.
-    class MeanOverRow(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embed = torch.nn.Embedding(7, 7)
-
-        def forward(self, ids):
-            x = self.embed(ids)
-            return x + x.mean(dim=1, keepdim=True)
-
-    set_seed(0)
-    model = MeanOverRow()
-    inputs, targets = ragged_batch()
-    full = lm_loss(model(inputs), targets, PAD)
-    assert not torch.allclose(lm_loss_by_length(model, inputs, targets, PAD, max_rows=3), full)
-
-
-def test_lm_loss_by_length_bad_input():
-    model = DecoderLM(7, d_model=16, n_heads=2, n_layers=1, d_ff=32, max_len=9)
-    inputs, targets = ragged_batch()
-    with pytest.raises(ValueError, match=r"same shape \(B, T\).*\(11, 9\) and \(11, 8\)"):
-        lm_loss_by_length(model, inputs, targets[:, :-1], PAD)
-    with pytest.raises(ValueError, match=r"max_rows >= 1, got 0"):
-        lm_loss_by_length(model, inputs, targets, PAD, max_rows=0)
-    holey = targets.clone()
-    holey[0, 2] = PAD  # a pad before real targets
-    with pytest.raises(ValueError, match=r"padding only at the end of each row"):
-        lm_loss_by_length(model, inputs, holey, PAD)
-
-
 # --- a tiny training run ------------------------------------------------------------------------
 
 V, PERIOD, T = 8, 3, 12
@@ -220,7 +106,7 @@ def counting_batch(step, B=16):
 
 def test_training_drives_the_loss_down(capsys):
     set_seed(0)
-    model = DecoderLM(V, d_model=16, n_heads=2, n_layers=1, d_ff=32, max_len=T).eval()
+    model = make_lm(V, seed=None, n_layers=1, max_len=T).eval()
     eval_inputs, eval_targets = counting_batch(10_000)
 
     def eval_fn(m):
@@ -256,7 +142,7 @@ def test_eval_fn_may_not_overwrite_the_history():
 def test_training_is_deterministic():
     def run():
         set_seed(1)
-        model = DecoderLM(V, d_model=16, n_heads=2, n_layers=1, d_ff=32, max_len=T, dropout=0.1)
+        model = make_lm(V, seed=None, n_layers=1, max_len=T, dropout=0.1)
         history = train(model, counting_batch, steps=5, lr=1e-2, progress=False)
         return history["loss"], model.state_dict()
 
@@ -286,7 +172,7 @@ def test_custom_loss_fn_and_float_eval():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_training_on_cuda():
     set_seed(0)
-    model = DecoderLM(V, d_model=16, n_heads=2, n_layers=1, d_ff=32, max_len=T).cuda()
+    model = make_lm(V, seed=None, n_layers=1, max_len=T).cuda()
 
     def get_batch(step):
         inputs, targets = counting_batch(step)
@@ -294,3 +180,14 @@ def test_training_on_cuda():
 
     history = train(model, get_batch, steps=60, lr=1e-2, warmup_steps=5, progress=False)
     assert sum(history["loss"][-10:]) / 10 < 0.5 < history["loss"][0]
+
+
+def test_evaluating_switches_to_eval_and_restores_the_mode():
+    model = make_lm(dropout=0.5).train()
+    with evaluating(model):
+        assert not model.training and not model.decoder.blocks[0].dropout.training
+    assert model.training
+    model.eval()
+    with pytest.raises(RuntimeError, match="boom"), evaluating(model):
+        raise RuntimeError("boom")
+    assert not model.training

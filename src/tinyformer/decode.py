@@ -258,7 +258,10 @@ def beam_search(
     Length. A sum of log-probabilities favours short outputs. ``length_penalty = alpha``
     ranks hypotheses by ``score / length ** alpha`` (length = generated tokens, <eos>
     included; Wu et al., 2016, use a smoothed variant): 0 (default) the plain sum, 1 the
-    mean per token. The returned score is always the plain sum. beam_size=1 is greedy.
+    mean per token. The returned score is always the plain sum.
+
+    ``beam_size=1`` follows greedy decoding's path, but remembers the finished hypotheses
+    it passes: it returns greedy's output or an earlier ending that scores higher.
 
     Beam search is still a heuristic: the prefix of the best sentence can be pruned by
     prefixes that later turn out worse, so it can miss the most probable output.

@@ -42,10 +42,18 @@ class Model(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def modules_tree(self) -> str:
-        """PyTorch's full, indented listing of the submodules."""
-        return nn.Module.__repr__(self)
+        """PyTorch's full, indented listing of the submodules (nested models in full too)."""
+        Model._full_repr = True
+        try:
+            return nn.Module.__repr__(self)
+        finally:
+            Model._full_repr = False
+
+    _full_repr = False  # set while modules_tree() runs
 
     def __repr__(self) -> str:
+        if Model._full_repr:
+            return nn.Module.__repr__(self)
         extra = self.extra_repr()
         extra = f", {extra}" if extra else ""
         return f"{type(self).__name__}({self.config!r}{extra}, {self.num_parameters():,} parameters)"

@@ -1,16 +1,17 @@
-"""Parity of our MultiHeadAttention with nn.MultiheadAttention, and the compat helpers.
+"""Parity of our MultiHeadAttention with nn.MultiheadAttention, and the torch_bridge helpers.
 
 Mask conventions are OPPOSITE: ours True = may attend; nn.MultiheadAttention's attn_mask and
 key_padding_mask True = blocked. Every comparison below converts with to_torch_mask.
-(The DecoderBlock vs nn.TransformerEncoderLayer parity test lives in test_decoder.py.)
+(Block and model parity with nn.Transformer* live in test_blocks.py and test_models.py.)
 """
 
 import pytest
 import torch
+from conftest import attend
 from torch import nn
 
 from tinyformer.attention import MultiHeadAttention, causal_mask, padding_mask
-from tinyformer.compat import load_mha_from_torch, to_torch_mask
+from tinyformer.torch_bridge import load_mha_from_torch, to_torch_mask
 
 D, H = 16, 4
 
@@ -30,7 +31,7 @@ def make_pair(bias=True, dtype=torch.float32, seed=0):
 def compare(ours, theirs, x, context=None, mask=None, attn_mask=None, key_padding_mask=None):
     """Run both; check outputs and head-averaged weights agree."""
     kv = x if context is None else context
-    out, w = ours(x, context=context, mask=mask, return_weights=True)
+    out, w = attend(ours, x, context=context, mask=mask, return_weights=True)
     their_out, their_w = theirs(
         x, kv, kv, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=True
     )  # their_w is averaged over heads: (B, T_q, T_k)
@@ -137,13 +138,13 @@ def test_load_mha_errors():
 
 
 def test_load_block_refuses_mismatched_layers():
-    from tinyformer.compat import load_block_from_torch
-    from tinyformer.decoder import DecoderBlock
+    from tinyformer.blocks import TransformerBlock
+    from tinyformer.torch_bridge import load_block_from_torch
 
     def layer(**kwargs):
         return nn.TransformerEncoderLayer(D, H, 32, dropout=0.0, batch_first=True, **kwargs)
 
-    ours = DecoderBlock(D, H, 32, norm_first=True, activation="relu")
+    ours = TransformerBlock(D, H, 32, norm_first=True, activation="relu")
     with pytest.raises(ValueError, match=r"ours has norm_first=True, theirs has norm_first=False"):
         load_block_from_torch(ours, layer(norm_first=False))
     with pytest.raises(ValueError, match=r"ours is relu, theirs is gelu"):
@@ -152,22 +153,5 @@ def test_load_block_refuses_mismatched_layers():
         load_block_from_torch(
             ours, nn.TransformerEncoderLayer(D, H, 64, batch_first=True, norm_first=True)
         )
-    with pytest.raises(ValueError, match=r"norm1.*eps=1e-05.*eps=1e-06"):
+    with pytest.raises(ValueError, match=r"attn_norm / norm1.*eps=1e-05.*eps=1e-06"):
         load_block_from_torch(ours, layer(norm_first=True, layer_norm_eps=1e-6))
-
-
-@pytest.mark.parametrize("norm_first", [True, False])
-def test_gelu_block_matches_torch_encoder_layer(norm_first):
-    """The relu case is in test_decoder.py; gelu checks FeedForward's exact (erf) GELU."""
-    from tinyformer.compat import load_block_from_torch
-    from tinyformer.decoder import DecoderBlock
-
-    torch.manual_seed(0)
-    theirs = nn.TransformerEncoderLayer(
-        D, H, 32, dropout=0.0, activation="gelu", batch_first=True, norm_first=norm_first
-    ).eval()
-    ours = DecoderBlock(D, H, 32, norm_first=norm_first, activation="gelu").eval()
-    load_block_from_torch(ours, theirs)
-    x = torch.randn(2, 6, D)
-    expected = theirs(x, src_mask=to_torch_mask(causal_mask(6)))
-    assert torch.allclose(ours(x), expected, atol=1e-5)
