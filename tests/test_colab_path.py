@@ -112,10 +112,10 @@ def test_a_chapter_runs_from_the_installed_wheel_alone(tmp_path: Path):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nb.cells.append(
         nbformat.v4.new_code_cell(
-            "# NBVAL_IGNORE_OUTPUT\n"
             "import pathlib, sys, tinyformer\n"
             f"pathlib.Path({LOCATION_FILE!r}).write_text("
-            "tinyformer.__file__ + '\\n' + sys.executable + '\\n')"
+            "tinyformer.__file__ + '\\n' + sys.executable + '\\n')",
+            metadata={"tags": ["nbval-ignore-output"]},
         )
     )
     nbformat.write(nb, work / NOTEBOOK.name)

@@ -143,3 +143,123 @@ def test_no_sys_path_edits_anywhere():
     assert not offenders, (
         f"sys.path edits in {offenders}: install the package instead (pip install -e .)"
     )
+
+
+# --- the book conventions of DESIGN §3 (issue "The book reads like a book") --------------------
+
+CHAPTER_LINK = re.compile(r"(?<!\[)\bChapters? \d+")  # "Chapter N" not already link text
+TIMES = ROOT / "benchmarks" / "results" / "notebooks.json"
+
+
+def _markdown(nb) -> list[str]:
+    return [c.source for c in nb.cells if c.cell_type == "markdown"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_nbval_markers_are_cell_tags_not_comments(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    comments = [i for i, c in enumerate(nb.cells) if "NBVAL" in c.source.upper()]
+    assert not comments, (
+        f"{path.name}: cells {comments} mention NBVAL in their source; use the cell tags "
+        "`nbval-ignore-output` / `nbval-skip` in the py:percent header (# %% tags=[...])"
+    )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_every_figure_has_a_caption_a_name_and_alt_text(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    missing = []
+    for i, cell in enumerate(nb.cells):
+        figures = [o for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+        if not figures:
+            continue
+        meta = cell.metadata.get("mystnb", {})
+        caption = meta.get("figure", {}).get("caption", "")
+        name = meta.get("figure", {}).get("name", "")
+        alt = meta.get("image", {}).get("alt", "")
+        if len(figures) > 1 or len(caption) < 10 or not name or len(alt) < 10:
+            missing.append(i)
+    assert not missing, (
+        f"{path.name}: figure cells {missing} need one figure each, with mystnb figure caption "
+        "and name, and image alt text, in the cell header (see CONTRIBUTING.md)"
+    )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_figure_cells_fold_their_code(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    unfolded = [
+        i
+        for i, c in enumerate(nb.cells)
+        if any("image/png" in o.get("data", {}) for o in c.get("outputs", []))
+        and not {"hide-input", "remove-input"} & set(c.metadata.get("tags", []))
+        and "plt." in c.source
+        and len(c.source.splitlines()) > 12
+    ]
+    assert not unfolded, f"{path.name}: plotting cells {unfolded} should carry `hide-input`"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_code_fits_the_book_column_and_outputs_stay_short(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    long_lines = [
+        (i, line)
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code" and "remove-cell" not in c.metadata.get("tags", [])
+        for line in c.source.splitlines()
+        if len(line) > 88
+    ]
+    assert not long_lines, f"{path.name}: code lines over 88 columns: {long_lines[:3]}"
+    long_outputs = []
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            text = out.get("text") or out.get("data", {}).get("text/plain", "")
+            if isinstance(text, list):
+                text = "".join(text)
+            if "image/png" not in out.get("data", {}) and len(text.splitlines()) > 30:
+                long_outputs.append((i, len(text.splitlines())))
+    assert not long_outputs, f"{path.name}: outputs longer than 30 lines: {long_outputs}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_chapter_mentions_are_links(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    bare = []
+    for source in _markdown(nb):
+        for line in source.splitlines():
+            if line.lstrip().startswith("#"):
+                continue  # the chapter's own heading
+            bare += CHAPTER_LINK.findall(line)
+    assert not bare, f"{path.name}: make these links to their chapters: {bare[:5]}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_opens_with_a_colab_badge_and_its_run_time(path: Path):
+    import json
+
+    nb = nbformat.read(path, as_version=4)
+    first = next(c for c in nb.cells if c.cell_type == "markdown").source
+    repo = book_config()["repository"]
+    relative = path.relative_to(ROOT).as_posix()
+    url = (
+        "https://colab.research.google.com/github/"
+        + repo["url"].removeprefix("https://github.com/")
+        + f"/blob/{repo['branch']}/{relative}"
+    )
+    assert f'<a class="colab-badge" href="{url}">' in first, (
+        f"{path.name}: the first markdown cell must open with the Colab badge linking to {url}"
+    )
+    found = re.search(r"runs in about (\d+) (s|min) on two CPU cores", first)
+    assert found, (
+        f"{path.name}: say how long the chapter runs ('runs in about N s on two CPU cores')"
+    )
+    if TIMES.exists():
+        rows = json.loads(TIMES.read_text()).get("notebooks", [])
+        measured = [r["seconds"] for r in rows if r.get("notebook") == relative and r.get("ok")]
+        if measured:
+            seconds = int(found[1]) * (60 if found[2] == "min" else 1)
+            # "about": within a factor of two of the last `make bench`, and never under 5 s off.
+            assert abs(seconds - measured[0]) <= max(5, measured[0]), (
+                f"{path.name} says {found[0]}; benchmarks/results/notebooks.json measured "
+                f"{measured[0]:.0f} s"
+            )
