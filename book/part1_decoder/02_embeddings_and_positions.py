@@ -35,6 +35,8 @@ if "google.colab" in sys.modules:
 # %% [markdown]
 # # 2. Embeddings and positions
 #
+# <a class="colab-badge" href="https://colab.research.google.com/github/tinyformer/transformers-from-scratch/blob/main/book/part1_decoder/02_embeddings_and_positions.ipynb">Open in Colab</a> · runs in about 4 s on two CPU cores
+#
 # A transformer computes with vectors, but our sentences are lists of token ids. This
 # chapter builds the first layer of the model, the one that turns ids into vectors, and
 # shows why that layer must also say *where* each token stands.
@@ -59,7 +61,7 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from matplotlib_inline.backend_inline import set_matplotlib_formats
-from tinyformer.attention import MultiHeadAttention, causal_mask
+from tinyformer.attention import MultiHeadAttention, causal_mask, record_attention
 from tinyformer.language import ToyLanguage
 from tinyformer.layers import (
     LearnedPositionalEmbedding,
@@ -70,9 +72,9 @@ from tinyformer.train import set_seed
 from tinyformer.vocab import Vocab
 from torch import nn
 
-set_matplotlib_formats(
-    "png"
-)  # PNG figures: the same in the book, on GitHub and in Colab
+# PNG figures at twice the pixels (same size on the page): the same in the book, on
+# GitHub and in Colab.
+set_matplotlib_formats("retina")
 set_seed(0)
 
 lang = ToyLanguage()
@@ -135,10 +137,17 @@ print("rows 0 and 3 (both 'the') equal:", torch.equal(by_index[0], by_index[3]))
 # does the lookup on a batch of ids, $(B, T) \to (B, T, D)$. It has one twist, taken from
 # the paper (section 3.4): it multiplies the looked-up rows by $\sqrt{D}$. The table is
 # initialised with entries of variance $1/D$, so after the multiplication each entry has
-# variance about 1, the same size as the positional signals we add later in this chapter
-# (the module's docstring says why this scale also suits the output layer).
+# variance about 1, the same size as the positional signals we add later in this chapter.
 # `scale=False` turns the multiplication off, and then the module is exactly
 # PyTorch's `nn.Embedding`.
+#
+# The same table often serves a second time, as the output layer that turns the model's
+# last vectors into one score per token (*tied weights*,
+# [Chapter 4](04_the_decoder_block.ipynb)). There the scale has a side effect that the
+# module's docstring spells out: a freshly initialised tied model does *not* start from
+# the uniform guess's loss of $\ln V$, but well above it, because each position's vector
+# still carries its own input token's embedding;
+# [Chapter 4](04_the_decoder_block.ipynb) measures by how much.
 
 # %%
 emb = TokenEmbedding(V, D)  # scale=True by default
@@ -157,7 +166,8 @@ print(
     f"TokenEmbedding(scale=True)  == W[ids] * sqrt(D), and sqrt(D) = {math.sqrt(D):.0f}"
 )
 print(
-    f"entry std: table {W.std().item():.3f}, after scaling {emb(ids_b).std().item():.3f}"
+    f"entry std: table {W.std().item():.3f},",
+    f"after scaling {emb(ids_b).std().item():.3f}",
 )
 
 # %% [markdown]
@@ -176,13 +186,18 @@ print("ids", tuple(batch.shape), "-> vectors", tuple(x.shape))
 print(f"parameters in the table: V * D = {V} * {D} = {emb.weight.numel()}")
 
 # %% [markdown]
-# > Padding (`<pad>`, id 0) also gets a vector: the embedding does not know it is
-# > special. Attention is told to ignore padded positions with a {term}`padding mask`
-# > (`tinyformer.attention.padding_mask`), and the loss skips them.
+# <div class="admonition note">
+# <p class="admonition-title">Padding has a vector too</p>
+# <p>Padding (<code>&lt;pad&gt;</code>, id 0) also gets a vector: the embedding does not
+# know it is special. Attention is told to ignore padded positions with a
+# {term}`padding mask` (<code>tinyformer.attention.padding_mask</code>), and the loss
+# skips them.</p>
+# </div>
 #
 # One more property of the lookup: the gradient of the loss with respect to $W$ is zero
 # in every row whose token did not occur in the batch. A plain gradient step only moves the
-# rows of the tokens it saw (AdamW's momentum and weight decay also nudge the others).
+# rows of the tokens it saw (AdamW's momentum and weight decay also nudge the others
+# {cite}`loshchilov2019decoupled`).
 
 # %%
 emb.weight.grad = None
@@ -192,13 +207,15 @@ present = torch.zeros(V, dtype=torch.bool)
 present[batch.unique()] = True
 assert torch.equal(touched, present)
 print(
-    f"rows with a gradient: {int(touched.sum())} of {V}, exactly the tokens in the batch"
+    f"rows with a gradient: {int(touched.sum())} of {V},",
+    "exactly the tokens in the batch",
 )
 
 # %% [markdown]
 # ## Why positions are needed
 #
-# The next chapter builds {term}`self-attention`, the heart of the transformer. For now one
+# The next chapter, [Chapter 3](03_self_attention.ipynb), builds {term}`self-attention`,
+# the heart of the transformer. For now one
 # sentence of intuition is enough: each position's output is a weighted average of
 # (projections of) all positions' vectors, with weights computed from how well their
 # contents match. Nothing in that recipe refers to *where* a vector stands.
@@ -262,10 +279,9 @@ assert torch.allclose(out_b, out_a[:, swap], atol=1e-5)
 
 # %%
 pos_enc = SinusoidalPositionalEncoding(D, max_len=32)
-with torch.no_grad():
-    out_a, weights_a = attn(
-        pos_enc(emb(torch.tensor([vocab.encode(a)]))), return_weights=True
-    )
+with torch.no_grad(), record_attention(attn) as maps:
+    out_a = attn(pos_enc(emb(torch.tensor([vocab.encode(a)]))))
+    weights_a = maps[""]  # (B, H, T, T): a bare attention layer records under ""
     out_b = attn(pos_enc(emb(torch.tensor([vocab.encode(b)]))))
 for word in ("dog", "cat", "chases"):
     va, vb = out_a[0, a.index(word)], out_b[0, b.index(word)]
@@ -283,14 +299,18 @@ print(f"attention weights (B, H, T, T) all lie between {lo:.2f} and {hi:.2f}")
 # so every output is a blend of much the same vectors. But the changes are no longer zero,
 # and training can make them as large as it needs.
 #
-# > **A {term}`causal mask` is also a source of order.** A decoder masks the future, so
-# > position $t$ averages over the $t + 1$ vectors before it: the first *the* sees one
-# > token and the second sees four, and their outputs differ even without positional
-# > vectors. Causal language models trained with no positional encoding at all turn out
-# > to be competitive with those that have one, and to learn where their tokens are,
-# > probably by sensing how many tokens each position can see {cite}`haviv2022transformer`.
-# > Still, like the 2017 paper, every model in this course adds positions explicitly (and
-# > the {term}`encoder` of Part II has no causal mask to lean on).
+# <div class="admonition note">
+# <p class="admonition-title">A causal mask is also a source of order</p>
+# <p>A decoder masks the future (the {term}`causal mask`), so position $t$ averages over
+# the $t + 1$ vectors up to and including itself: the first <em>the</em> sees one token
+# and the second sees four, and their outputs differ even without positional vectors
+# (the cell below checks it). Causal language models trained with no positional encoding
+# at all turn out to be competitive with those that have one, and to learn where their
+# tokens are, probably by sensing how many tokens each position can see
+# {cite}`haviv2022transformer`. Still, like the 2017 paper, every model in this course
+# adds positions explicitly (and the {term}`encoder` of Part II has no causal mask to
+# lean on).</p>
+# </div>
 
 # %%
 with torch.no_grad():
@@ -317,10 +337,16 @@ print(
 # \qquad \omega_i = \frac{1}{10000^{2i / D}}.$$
 #
 # Each pair is a point going round the unit circle as $pos$ grows, at its own angular
-# speed $\omega_i$. The first pair turns by one radian per position (a wavelength of
-# $2\pi \approx 6.3$ positions); the speeds fall geometrically, down to a wavelength of
-# almost $10000 \cdot 2\pi$ for the last pair. Fast pairs tell neighbouring positions
-# apart; slow pairs tell far-apart positions apart, like the hands of a clock.
+# speed $\omega_i$, so pair $i$ repeats every $2\pi / \omega_i = 2\pi \cdot 10000^{2i/D}$
+# positions: its *wavelength*. The first pair ($i = 0$) turns by one radian per position,
+# a wavelength of $2\pi \approx 6.3$ positions. The wavelengths grow geometrically, by a
+# factor $10000^{2/D}$ from one pair to the next, up to $2\pi \cdot 10000^{(D-2)/D}$ for
+# the last pair ($i = D/2 - 1$). The paper describes the range as "from $2\pi$ to
+# $10000 \cdot 2\pi$"; that upper end is the limit the last pair approaches as $D$ grows,
+# and it falls short of it: for $D = 64$ its wavelength is $2\pi \cdot 10000^{62/64}$,
+# about three quarters of $10000 \cdot 2\pi$ (the cell below computes it). Fast pairs
+# tell neighbouring positions apart; slow pairs tell far-apart positions apart, like the
+# hands of a clock.
 #
 # Here is the formula written out. We compute it in float64 and keep float32 for the
 # model, as the package does.
@@ -339,13 +365,20 @@ def sinusoidal_encoding(max_len: int, d_model: int) -> torch.Tensor:
     return pe.float()
 
 
-max_len = 32  # the context of the models in Part I
+max_len = 32  # this chapter's context: room for every sentence (at most 17 positions)
 PE = sinusoidal_encoding(max_len, D)  # (max_len, D)
 print("PE", tuple(PE.shape))
 print(
     "PE[0] starts", [round(v, 3) for v in PE[0, :6].tolist()], "(sin 0 = 0, cos 0 = 1)"
 )
 print("PE[1] starts", [round(v, 3) for v in PE[1, :6].tolist()])
+
+wavelength = 2 * math.pi * 10000.0 ** (2 * torch.arange(D // 2) / D)  # (D/2,) per pair
+print(
+    f"wavelengths: first pair {wavelength[0].item():.2f}, last pair "
+    f"{wavelength[-1].item():,.0f} positions = "
+    f"{wavelength[-1].item() / (10000 * 2 * math.pi):.2f} x (10000 * 2 pi)"
+)
 
 # %% [markdown]
 # `tinyformer.layers.SinusoidalPositionalEncoding(d_model, max_len)` precomputes the
@@ -370,14 +403,14 @@ print(
     "-> x + PE[:T], same shape",
     tuple(pos_enc(x).shape),
 )
+PE_long = sinusoidal_encoding(64, D)  # (64, D): 64 positions, for the pictures below
 
 # %% [markdown]
 # Two pictures of the table. The heatmap has one row per position and one column per
 # dimension: the left columns (fast pairs) flicker from row to row, the right columns
 # (slow pairs) hardly change over 64 positions, so that every row is a different pattern.
 
-# %%
-PE_long = sinusoidal_encoding(64, D)  # 64 positions, for the pictures
+# %% mystnb={"figure": {"caption": "The sinusoidal positional encoding for D = 64 and 64 positions. Columns on the left (fast pairs) change from one position to the next; columns on the right (slow pairs) barely change, so every row is a different pattern.", "name": "fig-ch02-pe-heatmap"}, "image": {"alt": "Heatmap with 64 positions as rows and 64 dimensions as columns, values from -1 (red) to 1 (blue): stripes alternate quickly in the left columns and the right columns are nearly constant down the rows."}} tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(7, 4.5))
 image = ax.imshow(PE_long, cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
 ax.set_xlabel("dimension (pairs 2i, 2i + 1: sin, cos)")
@@ -391,7 +424,7 @@ plt.show()
 # wavelength $2\pi \cdot 10000^{2i/D}$; the encoding only ever samples it at whole
 # positions (the dots).
 
-# %%
+# %% mystnb={"figure": {"caption": "Four sine dimensions of the encoding as continuous waves (lines) and the values the encoding actually uses at whole positions (dots). The wavelength grows from 6.3 positions for dimension 0 to about 200 positions for dimension 24.", "name": "fig-ch02-waves"}, "image": {"alt": "Line plot over positions 0 to 63 of four sine waves, for dimensions 0, 8, 16 and 24, with dots at whole positions; the legend gives their wavelengths: 6.3, 19.9, 62.8 and 198.7 positions."}} tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(8, 3.5))
 grid = torch.linspace(0, 63, 631, dtype=torch.float64)
 for dim in (0, 8, 16, 24):
@@ -449,7 +482,8 @@ for k in (1, 3, 10):
     err = (predicted - PE[k:]).abs().max().item()
     orthogonal = torch.allclose(M @ M.T, torch.eye(D), atol=1e-5)
     print(
-        f"k = {k:2}: M_k PE[pos] == PE[pos + k] for every pos (max error < 1e-5): {err < 1e-5};"
+        f"k = {k:2}: M_k PE[pos] == PE[pos + k] for every pos"
+        f" (max error < 1e-5): {err < 1e-5};"
         f" M_k orthogonal: {orthogonal}"
     )
     assert err < 1e-5
@@ -488,7 +522,12 @@ S_of_k = torch.cos(k[:, None] * omega).sum(dim=1)  # (201,) similarity at distan
 for offset in (1, 5, 20):
     diag = torch.diagonal(S, offset)
     assert torch.allclose(diag, torch.full_like(diag, S_of_k[offset].item()), atol=1e-4)
+print(
+    "similarity at distance",
+    {int(d): round(S_of_k[d].item(), 1) for d in (0, 1, 2, 5, 10, 50, 100, 200)},
+)
 
+# %% mystnb={"figure": {"caption": "Left: the dot product of the encodings of every two positions, constant along each diagonal because it depends only on the distance. Right: that dot product against the distance, out to 200 positions: a fast fall over the first few positions, then a slow one with ripples.", "name": "fig-ch02-similarity"}, "image": {"alt": "Two panels. Left, a 64 by 64 heatmap of PE[p] dot PE[q], brightest on the diagonal at 32 and fading away from it in bands. Right, a line plot of the dot product against distance from 0 to 200: it drops from 32 to about 21 by distance 10, then wanders down with ripples to about 11 at distance 200."}} tags=["hide-input"]
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
 image = ax1.imshow(S, cmap="viridis")
 ax1.set_xlabel("position q")
@@ -503,10 +542,6 @@ ax2.set_title("Similarity against distance (D = 64)")
 ax2.grid(True, alpha=0.3)
 plt.tight_layout()
 plt.show()
-print(
-    "similarity at distance",
-    {int(d): round(S_of_k[d].item(), 1) for d in (0, 1, 2, 5, 10, 50, 100, 200)},
-)
 
 # %% [markdown]
 # The similarity falls fast over the first few positions and then slowly, with ripples
@@ -543,7 +578,8 @@ by_hand = x + P[positions]  # (B, T, D) + (T, D): broadcast over the batch
 assert torch.allclose(learned(x), by_hand)
 print("LearnedPositionalEmbedding(x) == x + P[0:T]")
 print(
-    f"table {tuple(P.shape)}: {P.numel()} trainable parameters (the sinusoidal one has 0)"
+    f"table {tuple(P.shape)}: {P.numel()} trainable parameters",
+    "(the sinusoidal one has 0)",
 )
 
 # %% [markdown]
@@ -560,6 +596,19 @@ def cosine_matrix(table: torch.Tensor) -> torch.Tensor:
     return unit @ unit.T
 
 
+neighbours = torch.diagonal(cosine_matrix(P.detach()), 1)
+print(
+    "learned (untrained): cosine between neighbours, mean",
+    f"{neighbours.mean().item():.2f}",
+)
+sin_neighbours = torch.diagonal(cosine_matrix(PE), 1)
+print(
+    f"sinusoidal:          cosine between neighbours {sin_neighbours[0].item():.2f}"
+    " (all equal)"
+)
+assert torch.allclose(sin_neighbours, sin_neighbours[0], atol=1e-5)
+
+# %% mystnb={"figure": {"caption": "Cosine similarity between the vectors of every two positions, for the sinusoidal table (left) and an untrained learned table (right). The sinusoidal one is smooth: neighbours are alike, and similarity fades with distance. The learned one is noise around zero off the diagonal until training gives it structure.", "name": "fig-ch02-position-cosines"}, "image": {"alt": "Two 32 by 32 heatmaps of cosine similarity from -1 (red) to 1 (blue). Left, sinusoidal: dark blue on the diagonal, fading smoothly with distance but positive everywhere (no cosine below about 0.5). Right, learned and untrained: a blue diagonal on a speckled pale background."}} tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(9, 4))
 for ax, table, title in (
     (axes[0], PE, "sinusoidal"),
@@ -571,15 +620,6 @@ for ax, table, title in (
     ax.set_title(f"cosine(P[p], P[q]): {title}")
 fig.colorbar(image, ax=axes, fraction=0.025, label="cosine similarity")
 plt.show()
-
-neighbours = torch.diagonal(cosine_matrix(P.detach()), 1)
-print(
-    f"learned (untrained): cosine between neighbours, mean {neighbours.mean().item():.2f}"
-)
-sin_neighbours = torch.diagonal(cosine_matrix(PE), 1)
-print(
-    f"sinusoidal:          cosine between neighbours {sin_neighbours[0].item():.2f} (all equal)"
-)
 
 # %% [markdown]
 # Which is better? In the paper, neither: the two "produced nearly identical results"
@@ -616,6 +656,14 @@ def token_position_cosines(d_model: int, seed: int) -> torch.Tensor:
 
 
 cos64, cos512 = token_position_cosines(64, seed=0), token_position_cosines(512, seed=0)
+for d, c in ((64, cos64), (512, cos512)):
+    print(
+        f"D = {d:3}: std of the cosines {c.std().item():.3f}"
+        f" (1/sqrt(D) = {1 / math.sqrt(d):.3f}),"
+        f" largest |cosine| {c.abs().max().item():.2f}"
+    )
+
+# %% mystnb={"figure": {"caption": "Cosines between every token vector and every position vector, for D = 64 and D = 512. Both are centred on zero with a spread of about 1/sqrt(D): token and position vectors are nearly orthogonal, more so the wider the model.", "name": "fig-ch02-token-position"}, "image": {"alt": "Two overlaid histograms of cosine similarity between -0.5 and 0.5: for D = 64 a bell shape centred at 0 with standard deviation about 0.12, for D = 512 a narrower, taller bell with standard deviation about 0.04."}} tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(7, 3.5))
 bins = torch.linspace(-0.5, 0.5, 61)
 ax.hist(cos64.numpy(), bins=bins.numpy(), alpha=0.6, density=True, label="D = 64")
@@ -625,11 +673,6 @@ ax.set_ylabel("density")
 ax.set_title(f"All {V} x {max_len} token-position pairs: nearly orthogonal")
 ax.legend()
 plt.show()
-for d, c in ((64, cos64), (512, cos512)):
-    print(
-        f"D = {d:3}: std of the cosines {c.std().item():.3f} (1/sqrt(D) = {1 / math.sqrt(d):.3f}),"
-        f" largest |cosine| {c.abs().max().item():.2f}"
-    )
 
 # %% [markdown]
 # Near-orthogonality is what makes the sum *decodable*. A direct test: for every token $t$
@@ -693,11 +736,12 @@ omega = 1.0 / 10000.0 ** (2 * torch.arange(D // 2, dtype=torch.float64) / D)  # 
 angle_at_31 = 31 * omega  # (D/2,) angle reached by each pair at the last position
 never_full_turn = int((angle_at_31 < 2 * math.pi).sum())
 print(
-    f"pairs that do not complete a turn within positions 0..31: {never_full_turn} of {D // 2}"
+    "pairs that do not complete a turn within positions 0..31:",
+    f"{never_full_turn} of {D // 2}",
 )
 print(
-    f"angle reached by the slowest pair at position 31: {angle_at_31[-1].item():.4f} rad"
-    f" (a full turn is {2 * math.pi:.4f})"
+    "angle reached by the slowest pair at position 31:",
+    f"{angle_at_31[-1].item():.4f} rad (a full turn is {2 * math.pi:.4f})",
 )
 
 # %% [markdown]
@@ -718,8 +762,9 @@ for module in (
         print(f"{type(module).__name__}: ValueError: {error}")
 
 # %% [markdown]
-# Our sentences have at most 17 tokens with `<bos>` and `<eos>`, so a context of 32 is
-# never exceeded in this course.
+# Our sentences have at most 17 positions with `<bos>` and `<eos>`, so this chapter's
+# context of 32 is never exceeded; the language model of
+# [Chapter 5](05_training_and_generation.ipynb) uses a context of exactly 17.
 #
 # ## What we learned
 #
@@ -741,7 +786,8 @@ for module in (
 #   sequences longer than `max_len`.
 #
 # From now on we import `TokenEmbedding`, `SinusoidalPositionalEncoding` and
-# `LearnedPositionalEmbedding` from `tinyformer.layers`. Chapter 3 opens the attention box.
+# `LearnedPositionalEmbedding` from `tinyformer.layers`.
+# [Chapter 3](03_self_attention.ipynb) opens the attention box.
 #
 # ## Exercises
 #
@@ -750,7 +796,7 @@ for module in (
 # 1000 positions. Why is a constant norm a good property for a signal that is added to
 # every token vector?
 #
-# <details><summary>Solution</summary>
+# <details class="solution"><summary>Solution</summary>
 #
 # Each pair contributes $\sin^2(\omega_i\, pos) + \cos^2(\omega_i\, pos) = 1$, and there are
 # $D/2$ pairs, so $\lVert PE[pos] \rVert^2 = D/2$ for every $pos$. For $D = 64$ that is
@@ -763,13 +809,14 @@ for module in (
 # norms = sinusoidal_encoding(1000, 64).norm(dim=1)
 # print(norms.min().item(), norms.max().item(), math.sqrt(64 / 2))  # all about 5.657
 # ```
+#
 # </details>
 #
 # **2. Concatenate instead?** Suppose the model width is fixed at $D = 64$ and we
 # concatenate a 16-dimensional position vector to a token vector instead of adding. What
 # does the token part lose? And show that concatenation is a special case of addition.
 #
-# <details><summary>Solution</summary>
+# <details class="solution"><summary>Solution</summary>
 #
 # At a fixed width the position takes its dimensions from the token: each token vector gets
 # only $64 - 16 = 48$ numbers, and the split is fixed in advance, whether position needs 16
@@ -787,6 +834,7 @@ for module in (
 # padded_e, padded_p = torch.cat([e, torch.zeros(16)]), torch.cat([torch.zeros(48), p])
 # assert torch.equal(torch.cat([e, p]), padded_e + padded_p)  # concatenation = addition
 # ```
+#
 # </details>
 #
 # **3. The same word twice.** In *the dog sees the cat*, *the* occurs at positions 0 and 3.
@@ -794,7 +842,7 @@ for module in (
 # the sinusoidal encoding, and that attention (random weights, no mask) keeps them equal in
 # the first case and different in the second. Why does a language model need them to differ?
 #
-# <details><summary>Solution</summary>
+# <details class="solution"><summary>Solution</summary>
 #
 # ```python
 # ids = torch.tensor([vocab.encode("the dog sees the cat".split())])  # (1, 5)
@@ -813,4 +861,5 @@ for module in (
 # which: after the subject's noun come a verb, a preposition or *that*, and the verb must
 # agree with that noun; after the object's noun the sentence ends. The position added at the
 # input is what lets it tell them apart (the causal mask of a decoder helps too, as we saw).
+#
 # </details>

@@ -35,6 +35,8 @@ if "google.colab" in sys.modules:
 # %% [markdown]
 # # 3. Self-attention
 #
+# <a class="colab-badge" href="https://colab.research.google.com/github/tinyformer/transformers-from-scratch/blob/main/book/part1_decoder/03_self_attention.ipynb">Open in Colab</a> · runs in about 6 s on two CPU cores
+#
 # After the last chapter every token is a vector that knows *what* it is and *where* it
 # is, but nothing about its neighbours. A verb cannot agree with its subject if it cannot
 # see the subject. This chapter builds the one operation of the transformer that moves
@@ -55,26 +57,29 @@ if "google.colab" in sys.modules:
 import math
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.patches import Patch
 from matplotlib_inline.backend_inline import set_matplotlib_formats
 from tinyformer.attention import (
     MultiHeadAttention,
     causal_mask,
+    record_attention,
     scaled_dot_product_attention,
 )
-from tinyformer.compat import load_mha_from_torch, to_torch_mask
 from tinyformer.language import ToyLanguage
 from tinyformer.layers import SinusoidalPositionalEncoding, TokenEmbedding
 from tinyformer.plot import plot_attention
+from tinyformer.torch_bridge import load_mha_from_torch, to_torch_mask
 from tinyformer.train import set_seed
 from tinyformer.vocab import Vocab
 from torch import nn
 
 set_seed(0)  # seeds Python, NumPy and torch
-set_matplotlib_formats(
-    "png"
-)  # PNG figures: the same in the book, on GitHub and in Colab
+# PNG figures at twice the pixels (same size on the page): the same in the book, on
+# GitHub and in Colab.
+set_matplotlib_formats("retina")
 torch.set_printoptions(precision=2, sci_mode=False)
 
 # %% [markdown]
@@ -143,7 +148,10 @@ weights[0].detach()
 
 # %%
 def attention(q, k, v, mask=None):
-    """q (..., T_q, d_k), k (..., T_k, d_k), v (..., T_k, d_v) -> (..., T_q, d_v), weights."""
+    """q (..., T_q, d_k), k (..., T_k, d_k), v (..., T_k, d_v).
+
+    Returns (out (..., T_q, d_v), weights (..., T_q, T_k)).
+    """
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., T_q, T_k)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))  # blocked keys get weight 0
@@ -265,14 +273,16 @@ for dk, r, sc in zip(d_ks, results[False], results[True], strict=True):
     )
 
 # %% [markdown]
-# The table says it in numbers; the figure says it at a glance. Left to right: the variance
-# of raw scores follows the line $\operatorname{Var} = d_k$ while scaled scores stay at 1;
+# The table says it in numbers; the figure says it at a glance. Top left: the variance
+# of raw scores follows the line $\operatorname{Var} = d_k$ (so their standard deviation
+# grows like $\sqrt{d_k}$) while scaled scores stay at 1. Top right and bottom left:
 # without scaling the largest weight creeps towards 1 and the entropy falls towards 0
-# (saturation); and the typical gradient reaching the scores collapses by orders of
-# magnitude, while with scaling all three curves are flat.
+# (saturation). Bottom right: the typical gradient reaching the scores collapses by
+# orders of magnitude. With scaling all three curves are flat.
 
-# %%
-fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+# %% mystnb={"figure": {"caption": "Raw scores q\u00b7k against scaled scores q\u00b7k/\u221ad_k, for d_k from 4 to 1024 (1000 queries, 16 keys each). The variance of raw scores grows like d_k; without scaling the softmax saturates (largest weight towards 1, entropy towards 0) and the gradient reaching the scores vanishes. Scaled, all four stay flat.", "name": "fig-ch03-scaling"}, "image": {"alt": "Four line plots against d_k on a log scale, red for raw scores and blue for scaled ones. Variance: red follows the dashed line Var = d_k up to about 1000, blue stays at 1. Mean largest weight: red rises from 0.43 to 0.96, blue stays near 0.25. Mean entropy: red falls from 1.75 to 0.09 nats, blue stays near 2.36. Median gradient norm, log scale: red falls from about 0.3 to 4e-6, blue stays near 0.27."}} tags=["hide-input"]
+fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
+axes = axes.ravel()
 style = {
     False: dict(label="raw  q·k", marker="o", color="tab:red"),
     True: dict(label="scaled  q·k/√d_k", marker="s", color="tab:blue"),
@@ -295,8 +305,8 @@ axes[0].plot(d_ks, d_ks, "k--", linewidth=1, label="$d_k$")
 axes[1].axhline(1 / T_k, color="gray", linestyle=":", label="uniform 1/16")
 axes[2].axhline(math.log(T_k), color="gray", linestyle=":", label="uniform ln 16")
 for ax in axes[:3]:
-    ax.legend(fontsize=8)
-axes[0].set_title("scores grow like $d_k$")
+    ax.legend(fontsize=10)
+axes[0].set_title("variance grows like $d_k$ (std like $\\sqrt{d_k}$)")
 axes[1].set_title("softmax saturates...")
 axes[2].set_title("...its entropy collapses...")
 axes[3].set_title("...and its gradient vanishes")
@@ -317,14 +327,18 @@ assert (
     raw[-1]["grad"] < 1e-3 * scaled[-1]["grad"]
 )  # 1000 times less gradient at d_k = 1024
 print(
-    "Var(q.k) = d_k, scaling restores 1; unscaled softmax saturates and its gradient vanishes"
+    "Var(q.k) = d_k, scaling restores 1;",
+    "unscaled softmax saturates and its gradient vanishes",
 )
 
 # %% [markdown]
-# > In a trained model $q$ and $k$ are not independent unit Gaussians, so the scaling is a
-# > sensible *initial* normalisation rather than a law: it makes the scores start with
-# > unit variance whatever $d_k$ is, so the same learning rate works for narrow and wide
-# > heads.
+# <div class="admonition note">
+# <p class="admonition-title">A normalisation at the start, not a law</p>
+# <p>In a trained model $q$ and $k$ are not independent unit Gaussians, so the scaling is
+# a sensible <em>initial</em> normalisation rather than a law: it makes the scores start
+# with unit variance whatever $d_k$ is, so that no head width starts out saturated. What
+# the scores become during training is up to the learned projections.</p>
+# </div>
 
 # %% [markdown]
 # ## The causal mask
@@ -379,46 +393,63 @@ print(
     round(dep_full[future].min().item(), 3),
 )
 
-# %%
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+# %% mystnb={"figure": {"caption": "How much each output position t depends on each input position s, measured through the Jacobian, with the causal mask (left) and without a mask (right). Exact zeros are drawn in light grey with a hatch, apart from the colour scale: with the mask, every entry above the diagonal is exactly zero: the grey triangle is exactly the set of positions the causal mask blocks. Without a mask no entry is zero.", "name": "fig-ch03-jacobian"}, "image": {"alt": "Two 6 by 6 heatmaps of the norm of d out_t / d x_s, output position t on the vertical axis and input position s on the horizontal axis. Left, with the causal mask: coloured cells on and below the diagonal, and every cell above the diagonal grey and hatched, meaning exactly zero. Right, without a mask: every cell coloured, none zero."}} tags=["hide-input"]
+fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
 panels = [
-    (mask.float(), "causal mask (black = True = may attend)", "Greys"),
-    (dep_causal, "‖∂ out_t / ∂ x_s‖ with the mask", "viridis"),
-    (dep_full, "‖∂ out_t / ∂ x_s‖ without a mask", "viridis"),
+    (dep_causal, "with the causal mask"),
+    (dep_full, "without a mask"),
 ]
-for ax, (m, title, cmap) in zip(axes, panels, strict=True):
-    image = ax.imshow(m.detach(), cmap=cmap, vmin=0)
-    ax.set_title(title, fontsize=10)
+vmax = max(dep_causal.max().item(), dep_full.max().item())
+cmap = plt.get_cmap("viridis").with_extremes(bad="#d9d9d9")  # masked cells: grey
+for ax, (m, title) in zip(axes, panels, strict=True):
+    m = m.detach().numpy()
+    exact_zero = m == 0
+    image = ax.imshow(np.ma.masked_where(exact_zero, m), cmap=cmap, vmin=0, vmax=vmax)
+    for t, s in zip(*exact_zero.nonzero(), strict=True):  # hatch the exact zeros too
+        ax.add_patch(
+            plt.Rectangle((s - 0.5, t - 0.5), 1, 1, fill=False, hatch="///", lw=0)
+        )
+    ax.set_title(f"‖∂ out_t / ∂ x_s‖, {title}")
     ax.set_xlabel("input / key position s")
     ax.set_ylabel("output / query position t")
     ax.set_xticks(range(T))
     ax.set_yticks(range(T))
-    if ax is not axes[0]:  # the mask is just 0/1: no colour bar
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-fig.tight_layout()
+fig.colorbar(image, ax=axes, fraction=0.03, pad=0.03, label="‖∂ out_t / ∂ x_s‖")
+axes[0].legend(
+    handles=[Patch(facecolor="#d9d9d9", hatch="///", label="exactly 0")],
+    loc="upper center",
+    bbox_to_anchor=(0.5, -0.18),
+    frameon=False,
+)
+plt.show()
 
 # %% [markdown]
-# The middle panel is the mask again, this time *measured*: output $t$ depends on
+# The left panel is the mask again, this time *measured*: output $t$ depends on
 # inputs $0, \dots, t$ and on nothing after. The upper triangle is not small, it is
-# exactly zero.
+# exactly zero (grey).
 
 # %%
 assert (dep_causal[future] == 0).all() and (dep_causal[~future] > 0).all()
 assert (dep_full > 0).all()
 
 # %% [markdown]
-# ### Warning: PyTorch's `nn.MultiheadAttention` uses the OPPOSITE convention
+# ### PyTorch's `nn.MultiheadAttention` and its mask
 #
-# > **In `torch.nn.MultiheadAttention` (and `nn.Transformer`, `nn.TransformerEncoderLayer`,
-# > `nn.TransformerDecoderLayer`), a boolean `attn_mask` or `key_padding_mask` means
-# > `True` = NOT allowed to attend.** That is the inverse of tinyformer and of
-# > `F.scaled_dot_product_attention`, where `True` = may attend. Nothing checks this for
-# > you: both are boolean `(T, T)` tensors, so passing one convention where the other is
-# > expected runs without error and silently computes something else.
-# > `tinyformer.compat.to_torch_mask` converts ours into theirs (it is `~mask`).
+# <div class="admonition warning">
+# <p class="admonition-title">nn.MultiheadAttention uses the opposite mask convention</p>
+# <p><strong>In <code>torch.nn.MultiheadAttention</code> (and <code>nn.Transformer</code>,
+# <code>nn.TransformerEncoderLayer</code>, <code>nn.TransformerDecoderLayer</code>), a
+# boolean <code>attn_mask</code> or <code>key_padding_mask</code> means <code>True</code>
+# = NOT allowed to attend.</strong> That is the inverse of tinyformer and of
+# <code>F.scaled_dot_product_attention</code>, where <code>True</code> = may attend.
+# Nothing checks this for you: both are boolean <code>(T, T)</code> tensors, so passing
+# one convention where the other is expected runs without error and silently computes
+# something else. <code>tinyformer.torch_bridge.to_torch_mask</code> converts ours into
+# theirs (it is <code>~mask</code>).</p>
+# </div>
 #
 # Here is what happens if you forget. We give `nn.MultiheadAttention` our causal mask
-# without converting it and look at the first head's weights:
+# without converting it and look at the first head's weights (head 1 of 4):
 
 # %%
 torch.manual_seed(0)
@@ -440,9 +471,9 @@ with torch.no_grad():
         need_weights=True,
         average_attn_weights=False,
     )
-print("our mask passed unconverted (head 0):")
+print("our mask passed unconverted (head 1):")
 print(wrong[0, 0])
-print("to_torch_mask(causal_mask(T)) (head 0):")
+print("to_torch_mask(causal_mask(T)) (head 1):")
 print(right[0, 0])
 
 # %% [markdown]
@@ -464,7 +495,11 @@ print(right[0, 0])
 # \qquad \text{head}_h = \operatorname{Attention}(X W_Q^{h}, X W_K^{h}, X W_V^{h}).$$
 #
 # We do not need $3H$ separate small matrices: one `(D, D)` projection computes all
-# heads' queries at once, and a reshape hands each head its own $d_k$ columns. The shapes:
+# heads' queries at once, and a reshape hands each head its own $d_k$ columns: head $h$
+# (numbered 1 to $H$, as in the formula and in [Chapter 5](05_training_and_generation.ipynb)'s
+# figures) owns columns
+# $(h - 1)\,d_k$ to $h\,d_k - 1$, and sits at index `h - 1` of the heads dimension in code,
+# where Python counts from 0. The shapes:
 #
 # ```
 # x                      (B, T, D)
@@ -503,7 +538,7 @@ def multi_head_attention(x, mha, mask=None):
 # Now three implementations of one layer: ours above, `tinyformer.attention.MultiHeadAttention`,
 # and `torch.nn.MultiheadAttention(batch_first=True)`. PyTorch stores the three input
 # projections stacked in one `(3D, D)` matrix `in_proj_weight`;
-# `tinyformer.compat.load_mha_from_torch` splits it into our `q_proj`, `k_proj`, `v_proj`
+# `tinyformer.torch_bridge.load_mha_from_torch` splits it into our `q_proj`, `k_proj`, `v_proj`
 # so that all three compute with the same numbers. We pass the causal mask in each one's
 # own convention: ours as is, PyTorch's through `to_torch_mask`.
 
@@ -549,15 +584,24 @@ assert n_params(mha) == n_params(theirs) == 4 * D**2 + 4 * D
 # %% [markdown]
 # ## Attention on a toy sentence
 #
-# Time for the toy language. We take a sentence of Chapter 1, put `<bos>` in front (the
-# decoder's input), embed it with Chapter 2's token embedding and sinusoidal positions,
-# and run one causal multi-head attention layer over it, asking for the weights
-# `(B, H, T, T)`.
+# Time for the toy language. We take a sentence of
+# [Chapter 1](01_the_toy_language.ipynb), put `<bos>` in front (the decoder's input),
+# embed it with [Chapter 2](02_embeddings_and_positions.ipynb)'s token embedding and
+# sinusoidal positions, and run one causal multi-head attention layer over it. The layer
+# itself returns only its output; to see the weights `(B, H, T, T)` we run it inside
+# `tinyformer.attention.record_attention`, which makes every attention layer of a model
+# keep the weights it used, under the layer's name (`""` for a bare layer like this one;
+# names such as `"decoder.blocks.0.self_attn"` in a whole model). We number the heads
+# 1 to $H$, as in the formula above.
 #
-# > **The weights are random, so the pattern means nothing yet.** Nothing has been
-# > trained: which word looks at which is an accident of the initialisation. What *is*
-# > meaningful is the structure the mask imposes. Chapter 5 draws the same map for a
-# > trained model, where the heads have learned where to look.
+# <div class="admonition warning">
+# <p class="admonition-title">The weights are random, so the pattern means nothing yet</p>
+# <p>Nothing has been trained: which word looks at which is an accident of the
+# initialisation. What <em>is</em> meaningful is the structure the mask imposes.</p>
+# </div>
+#
+# [Chapter 5](05_training_and_generation.ipynb) draws the same map for a trained model,
+# where the heads have learned where to look.
 
 # %%
 lang = ToyLanguage()
@@ -574,9 +618,10 @@ mha = MultiHeadAttention(D, H).eval()
 
 ids = torch.tensor([vocab.encode(sentence, bos=True)])  # (1, T)
 T = ids.shape[1]
-with torch.no_grad():
+with torch.no_grad(), record_attention(mha) as maps:
     h = position(embed(ids))  # (1, T, D)
-    out, w = mha(h, mask=causal_mask(T), return_weights=True)  # w (1, H, T, T)
+    out = mha(h, mask=causal_mask(T))  # (1, T, D)
+w = maps[""]  # (1, H, T, T): the weights the layer used
 print(
     "ids",
     tuple(ids.shape),
@@ -588,11 +633,11 @@ print(
     tuple(w.shape),
 )
 
-# %%
+# %% mystnb={"figure": {"caption": "The attention weights of heads 1 to 4 of one untrained causal attention layer on a toy sentence. Which word looks at which is an accident of the random initialisation; the structure is not: every map is lower-triangular, and the first row puts all its weight on <bos>.", "name": "fig-ch03-heads"}, "image": {"alt": "Four 11 by 11 heatmaps of attention weights, one per head, with the tokens of '<bos> the cat that sees some red mice likes the cat' as row (query) and column (key) labels. In every map the cells above the diagonal are white (weight 0), the top-left cell is dark (weight 1), and the weights in the lower rows are spread thinly over many earlier tokens."}} tags=["hide-input"]
 fig, axes = plt.subplots(2, 2, figsize=(10, 9.5))
 for head, ax in enumerate(axes.flat):
     plot_attention(
-        w[0, head], tokens, tokens, ax=ax, title=f"head {head} (random weights)"
+        w[0, head], tokens, tokens, ax=ax, title=f"head {head + 1} (random weights)"
     )
 fig.suptitle("Causal self-attention on a toy sentence, before any training")
 fig.tight_layout()
@@ -647,7 +692,7 @@ except ValueError as error:
 #   and merges back to `(B, T, D)`; it equals `tinyformer`'s `MultiHeadAttention` and
 #   PyTorch's `nn.MultiheadAttention`, and has $4D^2 + 4D$ parameters whatever $H$ is.
 #
-# Next, Chapter 4 wraps this layer with a feed-forward network,
+# Next, [Chapter 4](04_the_decoder_block.ipynb) wraps this layer with a feed-forward network,
 # {term}`residual connections <residual connection>` and {term}`layer normalisation` into a
 # {term}`decoder block`, and stacks blocks into a language model.
 
@@ -658,7 +703,7 @@ except ValueError as error:
 # What are the attention weights, and what does each position output, with and without
 # the causal mask? Check your answer in code.
 #
-# <details><summary>Solution</summary>
+# <details class="solution"><summary>Solution</summary>
 #
 # Every score in row $t$ is the same number $q_t \cdot k / \sqrt{d_k}$, and a softmax of
 # equal numbers is uniform. Without a mask each position outputs the plain mean of all
@@ -673,13 +718,14 @@ except ValueError as error:
 # running_mean = v.cumsum(1) / torch.arange(1, 6).view(1, 5, 1)
 # print(torch.allclose(out, running_mean, atol=1e-6))  # True
 # ```
+#
 # </details>
 #
 # **2. Cost in $T$.** How do the time and memory of one attention layer grow with the
 # sequence length $T$ (for fixed $D$)? Which part dominates for our toy sentences
 # ($T \le 17$, $D = 64$), and which for a document of $T = 100\,000$ tokens?
 #
-# <details><summary>Solution</summary>
+# <details class="solution"><summary>Solution</summary>
 #
 # The projections cost about $4TD^2$ multiply-adds (four `(D, D)` matrices applied to $T$
 # vectors): linear in $T$. The scores $QK^\top$ and the product with $V$ cost about
@@ -687,14 +733,16 @@ except ValueError as error:
 # memory per sequence: quadratic in $T$. The quadratic part wins when $T > 2D$. For our
 # sentences ($T \le 17 < 128$) the projections dominate; at $T = 100\,000$ the score
 # matrix alone holds $10^{10}$ entries per head, which is why long-context models use
-# memory-efficient kernels (that never store the whole `(T, T)` matrix) or restrict which
+# memory-efficient kernels that never store the whole `(T, T)` matrix
+# {cite}`dao2022flashattention` or restrict which
 # positions may attend to which.
+#
 # </details>
 #
 # **3. Why several heads?** Multi-head attention has the same $4D^2 + 4D$ parameters as a
 # single head of width $D$. What can $H = 4$ heads do that one head cannot?
 #
-# <details><summary>Solution</summary>
+# <details class="solution"><summary>Solution</summary>
 #
 # One head gives each position one probability distribution over the positions, so its
 # output is one weighted average of values. If a verb needs to read the number of its
@@ -704,13 +752,14 @@ except ValueError as error:
 # combines what they found. The price is that each head's scores come from only
 # $d_k = D/H$ dimensions. (You can test the "no extra parameters" part with `n_params`
 # above for any $H$ that divides $D$.)
+#
 # </details>
 #
 # **4. Why $-\infty$ and not 0?** The causal mask sets blocked scores to $-\infty$ before
 # the softmax. What would go wrong if we set them to 0 instead? And what if we instead set
 # blocked *weights* to 0 after the softmax?
 #
-# <details><summary>Solution</summary>
+# <details class="solution"><summary>Solution</summary>
 #
 # A score of 0 is an ordinary score, not a prohibition: it gets weight $e^0 / Z > 0$, so
 # the future still leaks into the past (and can even receive *more* weight than allowed
@@ -727,4 +776,5 @@ except ValueError as error:
 # (scores.softmax(-1) @ v)[0, 0].sum().backward()
 # print(v.grad[0, 1:].abs().max() > 0)  # tensor(True): position 0 reads future values
 # ```
+#
 # </details>
