@@ -535,22 +535,21 @@ assert tied
 # %% [markdown]
 # <div class="admonition note">
 # <p class="admonition-title">Tying and residuals at initialisation</p>
-#
-# A freshly initialised tied model does not start from the uniform guess's loss of
+# <p>A freshly initialised tied model does not start from the uniform guess's loss of
 # $\ln V$. Each row $e_v$ of the table starts with entries of variance $1/D$, so
 # $\lVert e_v \rVert \approx 1$. The final LayerNorm makes the model's vector $h$ at a
 # position unit-size per coordinate, $\lVert h \rVert \approx \sqrt{D}$, and the logit of
 # token $v$ is $h \cdot e_v$: for a token unrelated to $h$ that is a sum of $D$ terms of
 # size about $1/\sqrt D$, a number of order 1. But $h$ is not unrelated to the token the
 # model just read: the residual stream carries that token's own embedding (multiplied by
-# $\sqrt D$) straight through the blocks. So the *current* token's logit is several units
-# larger than the others, the model predicts that the next token repeats the current one,
-# which it almost never does (at 0.7% of positions, below), and the loss starts well
-# above $\ln V$. An untied head is
-# an independent `nn.Linear`, whose logits are small and unrelated to the input: its
-# loss starts near $\ln V$. Training unlearns the echo at once: in the training loop
-# below, one update takes a tied model's loss from above 5 nats to below $\ln V$.
-#
+# $\sqrt D$) straight through the blocks. So the <em>current</em> token's logit is several
+# units larger than the others, the model predicts that the next token repeats the current
+# one, which it almost never does (at 0.7% of positions, below), and the loss starts well
+# above $\ln V$.</p>
+# <p>An untied head is an independent <code>nn.Linear</code>, whose logits are small and
+# unrelated to the input: its loss starts near $\ln V$. Training unlearns the echo at once:
+# in the training loop below, one update takes a tied model's loss from above 5 nats to
+# below $\ln V$.</p>
 # </div>
 #
 # The measurement, on 256 sentences, for a 4-block model:
