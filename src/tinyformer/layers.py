@@ -18,8 +18,9 @@ their scales together:
   happen to align with h) is much larger, and the first loss sits above ln V (Chapter 4
   measures it). The initial predictions are not uniform; training fixes that in a few
   steps.
-* ``scale=False`` gives the GPT-2 and BERT style (no multiplier); their tables are
-  initialised larger instead.
+* ``scale=False`` gives the GPT-2 and BERT style (no multiplier): with learned positions they
+  initialise the token and the position tables at the same small scale (std 0.02), so neither
+  drowns the other and no factor is needed.
 """
 
 from __future__ import annotations
@@ -83,8 +84,9 @@ class SinusoidalPositionalEncoding(nn.Module):
 
     PE[pos, 2i] = sin(pos / 10000^(2i/D)),  PE[pos, 2i+1] = cos(pos / 10000^(2i/D)).
 
-    Each pair of dimensions is a rotation at its own frequency, from one turn per 2*pi
-    positions (i = 0) down to one per 10000 * 2*pi, so PE[pos + k] is a fixed linear function
+    Each pair of dimensions is a rotation at its own frequency: pair i repeats every
+    2*pi * 10000^(2i/D) positions, from 2*pi (i = 0) up to 2*pi * 10000^((D-2)/D), just short
+    of 10000 * 2*pi. So PE[pos + k] is a fixed linear function
     of PE[pos]. Buffer ``pe`` is ``(max_len, D)``.
 
     ``halves=True`` stores the same numbers in another order: all D/2 sines first, then all
