@@ -35,7 +35,8 @@ def check_token_ids(ids, vocab_size: int, name: str = "ids") -> torch.Tensor:
     it would make the host wait for the device at every call (a synchronisation), which
     slows training. So on other devices the range is not checked here: an id out of range
     then fails inside the embedding lookup (on CUDA, a "device-side assert"); run the same
-    batch on the CPU, or call this function on it, to get the clear message.
+    batch on the CPU, or call this function on it, to get the clear message. The same holds
+    inside ``torch.compile``, where reading a value would split the compiled graph.
     """
     if not isinstance(ids, torch.Tensor):
         raise TypeError(f"expected {name} to be a torch.Tensor (B, T), got {type(ids).__name__}")
@@ -45,7 +46,8 @@ def check_token_ids(ids, vocab_size: int, name: str = "ids") -> torch.Tensor:
         raise ValueError(
             f"expected {name} of shape (B, T) with T >= 1, got shape {tuple(ids.shape)}"
         )
-    if ids.device.type == "cpu" and ids.numel() > 0:
+    # Inside torch.compile the check would break the graph: compiled code skips it.
+    if ids.device.type == "cpu" and ids.numel() > 0 and not torch.compiler.is_compiling():
         lo, hi = int(ids.min()), int(ids.max())
         if lo < 0 or hi >= vocab_size:
             bad = hi if hi >= vocab_size else lo

@@ -1,0 +1,587 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% tags=["remove-cell"]
+# Colab only: install the course's package, tinyformer, from its repository.
+# Everywhere else this cell does nothing (`make test` and `make notebooks` install it).
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "tinyformer @ git+https://github.com/tinyformer/transformers-from-scratch@main",
+        ],
+        check=True,
+    )
+
+# %% [markdown]
+# # Past one machine
+#
+# <a class="colab-badge" href="https://colab.research.google.com/github/tinyformer/transformers-from-scratch/blob/main/book/appendix/past_one_machine.ipynb">Open in Colab</a> · runs in about 20 s on two CPU cores
+#
+# Every model in this course trains on one CPU in about a minute. Real language models
+# train on thousands of GPUs for weeks, and the first step on that road is short: run the
+# same training on several processes at once, each on its own slice of every batch, and
+# keep their models identical. That is **data parallelism**, and PyTorch's
+# `DistributedDataParallel` (DDP) {cite}`li2020ddp` is its standard implementation. This
+# page explains what DDP does, trains [Chapter 5](../part1_decoder/05_training_and_generation.ipynb)'s language model with it on two CPU
+# processes, and checks the one promise that matters: two processes end with the weights
+# one process would have reached. It ends where data parallelism runs out, when one
+# device cannot hold the model's training state, and with what mixed precision and
+# compiling bought on the machine these pages were measured on.
+#
+# **Learning goals.** After this page you can
+#
+# - say what DDP copies to every process, what it averages between them, and when;
+# - normalise a language-model loss so that $N$ processes compute the gradient of the
+#   global batch, although each holds a different number of tokens;
+# - launch a training script with `torchrun` on one machine and on several;
+# - estimate the memory a model's training state needs, and say when FSDP is the next
+#   step.
+
+# %%
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+from matplotlib_inline.backend_inline import set_matplotlib_formats
+from tinyformer.config import TransformerConfig
+from tinyformer.decoder import DecoderLM
+from tinyformer.language import ToyLanguage
+from tinyformer.objectives import lm_loss
+from tinyformer.vocab import Vocab
+
+set_matplotlib_formats(
+    "png"
+)  # PNG figures: the same in the book, on GitHub and in Colab
+
+
+def find_repository(start: Path) -> Path:
+    """The repository's root (holding scripts/train_ddp.py): ``start`` or above it."""
+    for folder in [start, *start.parents]:
+        if (folder / "scripts" / "train_ddp.py").is_file():
+            return folder
+    raise FileNotFoundError(
+        f"found no scripts/train_ddp.py in {start} or above it: this page runs it "
+        "and reads the measurements stored in the repository, so run it from a clone"
+    )
+
+
+ROOT = find_repository(Path.cwd())
+RESULTS = ROOT / "benchmarks" / "results"
+lang = ToyLanguage()
+vocab = Vocab(lang.words)
+print(f"vocabulary: {len(vocab)} tokens")
+
+# %% [markdown]
+# ## What DDP does
+#
+# Start $N$ processes, one per device (a GPU, or here a share of a CPU). Each process is
+# called a **rank**, numbered $0 \dots N-1$, and runs the same training script. DDP then
+# keeps three promises:
+#
+# 1. **The model is replicated.** Every rank holds a complete copy of the model, and
+#    its own optimiser with its own state (AdamW's two moments for every parameter).
+#    When the model is wrapped, `DDP(model)`, rank 0's weights are broadcast to all the
+#    others, so they start identical even if they were initialised differently.
+# 2. **Gradients are averaged, during the backward pass.** Each rank runs the forward and
+#    backward pass on its own slice of the batch. As gradients appear, DDP adds them up
+#    across the ranks with an **all-reduce**, a collective operation after which every
+#    rank holds the sum, and divides by $N$. It does not wait for the whole backward
+#    pass: parameters are grouped into **buckets** of about 25 MB, in roughly the reverse
+#    order of the forward pass (the order in which backward produces their gradients),
+#    and a bucket's all-reduce starts as soon as its last gradient is ready, while
+#    backward carries on with earlier layers. Communication hides behind computation
+#    {cite}`li2020ddp`.
+# 3. **Nothing else is sent.** After `loss.backward()` every rank holds the same averaged
+#    gradient, so every rank's optimiser makes the same update to the same weights, and
+#    the replicas stay identical without ever exchanging weights again. Gradient
+#    clipping, the learning-rate schedule and the optimiser step are ordinary local code.
+#    (Only a model's *buffers*, tensors it keeps but does not train, such as a batch
+#    norm's running statistics, are re-sent from rank 0 before each forward pass; our
+#    model has none.)
+#
+# The figure draws one training step on two ranks. Between the processes, the all-reduce
+# travels through a communication library: NCCL between NVIDIA GPUs, gloo between CPU
+# processes (what this page uses).
+
+# %% mystnb={"figure": {"caption": "One DDP training step on two ranks (a schematic, not a measurement). Each rank runs forward and backward on its own half of the batch. Backward produces the gradients of the last layers first; as soon as a bucket of them is complete its all-reduce starts, while backward continues with earlier layers. The optimiser step waits for the last bucket and is the same on both ranks.", "name": "fig-ddp-step"}, "image": {"alt": "Timeline with two ranks. On each, a forward bar, then backward bars for layers 4, 3, 2 and 1, then an optimiser step. Below them, three all-reduce bars for buckets of gradients, each starting when its layers' backward is done, overlapping the backward of earlier layers, the last one ending just before the optimiser step."}} tags=["hide-input"]
+fig, ax = plt.subplots(figsize=(8, 2.9))
+colors = {
+    "forward": "#9ecae1",
+    "backward": "#3182bd",
+    "all-reduce": "#fd8d3c",
+    "step": "#74c476",
+}
+backward = [("layer 4", 3.0), ("layer 3", 4.2), ("layer 2", 5.4), ("layer 1", 6.6)]
+buckets = [("bucket 1", 4.2, 5.3), ("bucket 2", 6.6, 7.5), ("bucket 3", 7.8, 8.6)]
+for y, rank in ((2.0, "rank 0"), (1.0, "rank 1")):
+    ax.broken_barh([(0, 3.0)], (y, 0.6), color=colors["forward"])
+    ax.text(1.5, y + 0.3, "forward", ha="center", va="center")
+    for name, start in backward:
+        ax.broken_barh([(start, 1.2)], (y, 0.6), color=colors["backward"])
+        ax.text(start + 0.6, y + 0.3, name, ha="center", va="center", color="white")
+    ax.broken_barh([(8.6, 1.0)], (y, 0.6), color=colors["step"])
+    ax.text(9.1, y + 0.3, "step", ha="center", va="center")
+    ax.text(-0.2, y + 0.3, rank, ha="right", va="center")
+for name, start, end in buckets:
+    ax.broken_barh([(start, end - start)], (0.1, 0.6), color=colors["all-reduce"])
+    ax.text((start + end) / 2, 0.4, name, ha="center", va="center")
+ax.text(-0.2, 0.4, "all-reduce\n(both ranks)", ha="right", va="center")
+ax.set_xlim(-2.3, 9.8)
+ax.set_ylim(0, 2.8)
+ax.set_yticks([])
+ax.set_xticks([])
+ax.set_xlabel("time →")
+for side in ("top", "right", "left"):
+    ax.spines[side].set_visible(False)
+ax.set_title("One training step with DistributedDataParallel")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## The global batch, and which mean the loss takes
+#
+# Say the global batch has $B$ sentences and there are $N$ ranks. Each rank takes
+# $B / N$ of them, and the optimiser should see the gradient one process would compute on
+# all $B$: the **global batch** is what the optimiser sees, whatever $N$ is. So the
+# learning rate, the warmup and everything else tuned for batch $B$ carry over unchanged.
+#
+# There is a trap in "DDP averages the gradients". Our loss is a mean over *tokens*:
+# $L = \frac{1}{n} \sum_{i} \ell_i$ over the $n$ real targets of the batch. Rank $r$
+# holds $n_r$ of them, and its sentences are not the same length as the other ranks', so
+# the $n_r$ differ. If each rank takes the mean over its own tokens, DDP computes
+#
+# $$\frac{1}{N} \sum_r \frac{1}{n_r} \sum_{i \in r} \nabla \ell_i
+#   \;\ne\; \frac{1}{n} \sum_{i} \nabla \ell_i,$$
+#
+# which weighs a token on a rank with short sentences more than one on a rank with long
+# ones. The fix: rank $r$ divides its *sum* by the global count $n = \sum_r n_r$ (one
+# extra all-reduce of a single number) and multiplies by $N$, to cancel DDP's division:
+#
+# $$L_r = \frac{N}{n} \sum_{i \in r} \ell_i, \qquad
+#   \frac{1}{N} \sum_r \nabla L_r = \frac{1}{n} \sum_i \nabla \ell_i.$$
+#
+# The cell checks both on one batch of 12 sentences cut into two halves, without any
+# processes: it computes each half's gradient in turn and averages them, as DDP would.
+
+# %%
+torch.manual_seed(0)
+config = TransformerConfig(vocab_size=len(vocab), max_len=17, tie_weights=False)
+model = DecoderLM(config)
+params = list(model.parameters())
+ids = vocab.batch(lang.sample(12, seed=7), bos=True, eos=True)  # (12, T + 1)
+inputs, targets = ids[:, :-1], ids[:, 1:]  # (12, T) each
+halves = [(inputs[:6], targets[:6]), (inputs[6:], targets[6:])]  # two "ranks"
+n_r = [int((t != vocab.pad_id).sum()) for _, t in halves]
+n, N = sum(n_r), len(halves)
+
+
+def grads(loss):
+    return torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)])
+
+
+def half_loss(x, y):
+    return lm_loss(model(x), y, vocab.pad_id)  # mean over this half's real targets
+
+
+target = grads(lm_loss(model(inputs), targets, vocab.pad_id))  # one process, 12 rows
+naive = sum(grads(half_loss(x, y)) for x, y in halves) / N
+fixed = (
+    sum(grads(half_loss(x, y) * n_r[r] / n * N) for r, (x, y) in enumerate(halves)) / N
+)
+size = target.norm()
+naive_error = ((naive - target).norm() / size).item()
+fixed_error = ((fixed - target).norm() / size).item()
+print(f"real targets per rank: {n_r} (n = {n})")
+print(f"per-rank means:     off by {naive_error:.1%} of the gradient")
+print(f"global token count: off by less than 1e-6: {fixed_error < 1e-6}")
+
+# %% [markdown]
+# The wrong mean is off by a few percent here, not a disaster, but a difference one
+# process would never make, and it grows as the ranks' batches get smaller and their
+# lengths more unequal. (Padding is the same issue in disguise: the loss ignores pad
+# targets, so the counts are of *real* tokens.)
+#
+# ## The script: Chapter 5 on two processes
+#
+# `scripts/train_ddp.py` trains [Chapter 5](../part1_decoder/05_training_and_generation.ipynb)'s decoder this way. Each rank builds the model
+# from the same seed and wraps it in `DDP`; every global batch comes from a stream keyed
+# by the seed and the step (with `--seed 0 --global-batch 64`, the batches of [Chapter 5](../part1_decoder/05_training_and_generation.ipynb)'s
+# first 900 steps), and rank $r$ keeps rows $rB/N$ to $(r+1)B/N - 1$, so any number of
+# processes sees exactly the sentences one process sees. The loss is normalised as above.
+# The process group uses gloo on a CPU and NCCL on GPUs. Rank 0 writes the final weights,
+# `final.pt`, and `result.json`: the final training loss, the validation loss on the
+# 5000 validation sentences of [Chapter 5](../part1_decoder/05_training_and_generation.ipynb)
+# over the entropy limit, and tokens per second. On two CPU cores:
+#
+# ```bash
+# torchrun --standalone --nproc_per_node=2 scripts/train_ddp.py \
+#     --steps 300 --global-batch 64 --out runs/ddp
+# ```
+#
+# `--dtype bf16` trains under bfloat16 autocast, `--compile` compiles the model, and
+# `--device` picks CPU or CUDA (default: CUDA when there is a GPU). A global batch the
+# world size does not divide stops every rank at once with a message that says so,
+# before any rank waits on another.
+#
+# The promise to check: one process and two processes, same seed, same global batch, end
+# with the same weights. The next cell runs both, a small model for 10 steps of 12
+# sentences, side by side (a few seconds).
+
+# %%
+SCRIPT = ROOT / "scripts" / "train_ddp.py"
+TINY = [
+    "--steps",
+    "10",
+    "--global-batch",
+    "12",
+    "--warmup",
+    "3",
+    "--d-model",
+    "32",
+    "--n-heads",
+    "2",
+    "--n-layers",
+    "1",
+    "--d-ff",
+    "64",
+    "--val-sentences",
+    "50",
+]
+
+
+def torchrun(nproc: int, out: Path) -> subprocess.Popen:
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        str(SCRIPT),
+        *TINY,
+        "--out",
+        str(out),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+
+with tempfile.TemporaryDirectory() as tmp:
+    launches = {nproc: torchrun(nproc, Path(tmp) / str(nproc)) for nproc in (1, 2)}
+    for launch in launches.values():
+        log, _ = launch.communicate(timeout=300)
+        assert launch.returncode == 0, log.decode()[-3000:]
+    final = {
+        nproc: torch.load(Path(tmp) / str(nproc) / "final.pt", weights_only=True)
+        for nproc in launches
+    }
+    runs = {
+        nproc: json.loads((Path(tmp) / str(nproc) / "result.json").read_text())
+        for nproc in launches
+    }
+
+
+def is_key_bias(name: str) -> bool:
+    return name.endswith("k_proj.bias")
+
+
+diff = {name: (final[1][name] - final[2][name]).abs().max().item() for name in final[1]}
+weights_gap = max(d for name, d in diff.items() if not is_key_bias(name))
+key_bias_gap = max(d for name, d in diff.items() if is_key_bias(name))
+small = DecoderLM(
+    TransformerConfig(
+        vocab_size=len(vocab),
+        d_model=32,
+        n_heads=2,
+        n_layers=1,
+        d_ff=64,
+        max_len=17,
+        tie_weights=False,
+    )
+)
+probe = vocab.batch(lang.sample(200, seed=12345), bos=True, eos=True)[:, :-1]
+log_probs = []
+for nproc in (1, 2):
+    small.load_state_dict(final[nproc])
+    with torch.no_grad():
+        log_probs.append(small(probe).log_softmax(-1))
+function_gap = (log_probs[0] - log_probs[1]).abs().max().item()
+for nproc, result in runs.items():
+    print(
+        f"{nproc} process(es): {result['per_rank_batch']:2d} sentences per rank, "
+        f"training loss of the {result['final_train_loss_steps']} steps "
+        f"{result['final_train_loss']:.3f}"
+    )
+print(f"every weight except the key biases agrees to within 1e-5: {weights_gap < 1e-5}")
+print(f"log-probabilities of 200 sentences agree to within 1e-5: {function_gap < 1e-5}")
+
+# %% tags=["nbval-ignore-output"]
+print(f"largest difference, weights except the key biases: {weights_gap:.1e}")
+print(f"largest difference, key biases:                    {key_bias_gap:.1e}")
+print(f"largest difference, log-probabilities:             {function_gap:.1e}")
+
+# %%
+assert weights_gap < 1e-5 and function_gap < 1e-5
+assert key_bias_gap < 1e-2  # rounding noise scaled up by Adam (see below), never more
+
+# %% [markdown]
+# The two runs add the same gradients in a different order (two halves, then the
+# all-reduce), so they agree to rounding, within about $10^{-6}$ in float32, with one
+# exception we met in [Chapter 5](../part1_decoder/05_training_and_generation.ipynb): the **key biases**. Their gradient is exactly zero in
+# exact arithmetic (a constant added to a whole row of scores changes no softmax), so
+# what is computed is rounding noise, and Adam, which divides each gradient by its own
+# running size, turns that noise into real steps. The key biases of two runs drift apart,
+# by around $10^{-3}$ here, while the functions the models compute stay equal, as the
+# log-probabilities show. In float64, where the noise is $10^{-9}$ times smaller,
+# `tests/test_ddp.py` finds every weight, key biases included, equal to about
+# $10^{-12}$.
+#
+# ### Checkpoints
+#
+# A job on many machines is interrupted more often than a job on one, so the script
+# writes a checkpoint every `--ckpt-every` steps: the model, the optimiser's state
+# (AdamW's moments and step counts), the schedule, and the step. The step is all the data
+# stream needs, because each batch is a function of the seed and the step. With
+# `--resume DIR` it continues from `DIR/checkpoint.pt`, with any number of processes, and
+# ends with exactly the weights of a run that was never stopped; `tests/test_ddp.py`
+# kills a run after step 5 (the testing option `--kill-after-step 5`), resumes it, and
+# compares.
+#
+# ## Launching: one machine, several machines
+#
+# `torchrun` (the same as `python -m torch.distributed.run`) starts the processes and
+# tells each one where it stands through environment variables: `RANK` (its number among
+# all processes), `LOCAL_RANK` (among those on its machine: which GPU to use),
+# `WORLD_SIZE`, and `MASTER_ADDR` and `MASTER_PORT`, where the processes meet to set up
+# the process group. The script reads them through `init_process_group`.
+#
+# **One machine with $N$ GPUs** (or $N$ CPU processes): `--standalone` makes the machine
+# its own meeting point, on a free port.
+#
+# ```bash
+# torchrun --standalone --nproc_per_node=8 scripts/train_ddp.py \
+#     --global-batch 512 --out runs/a
+# ```
+#
+# **Several machines, a fixed set.** Run the same command on every machine, each with its
+# own `--node_rank`, all pointing at machine 0:
+#
+# ```bash
+# # on machine 0 (address 10.0.0.1); on machine 1 the same with --node_rank=1
+# torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 \
+#     --master_addr=10.0.0.1 --master_port=29500 \
+#     scripts/train_ddp.py --global-batch 1024 --out runs/b
+# ```
+#
+# **Several machines, found at start-up.** With a *rendezvous* the machines find each
+# other through a store on one of them and torchrun assigns the ranks; the command is
+# identical everywhere:
+#
+# ```bash
+# torchrun --nnodes=2 --nproc_per_node=8 --rdzv-id=job42 \
+#     --rdzv-backend=c10d --rdzv-endpoint=10.0.0.1:29400 \
+#     scripts/train_ddp.py --global-batch 1024 --out runs/c
+# ```
+#
+# (`--nnodes=1:4` lets such a job start with one to four machines.) Across machines the
+# gradients travel over the network between them, so the all-reduce takes longer, and
+# its overlap with the backward pass matters more.
+#
+# ## When one device cannot hold the model: FSDP
+#
+# DDP puts a complete copy of the training state on every device. For AdamW in float32
+# that is, per parameter: the weight (4 bytes), its gradient (4), and the optimiser's two
+# running moments (4 + 4): **16 bytes per parameter**, before a single activation is
+# stored for the backward pass. Mixed-precision training adds to that rather than saving
+# it (bfloat16 copies of the weights or gradients, while the float32 "master" weights
+# stay). The cell prices the models of `benchmarks/training_throughput.py` and GPT-2's
+# smallest model, 124 million parameters {cite}`radford2019language`.
+
+# %%
+BYTES_PER_PARAMETER = 4 + 4 + 4 + 4  # weight, gradient, AdamW's two moments (fp32)
+
+
+def gpt2_parameters(V=50257, T=1024, D=768, L=12):
+    """GPT-2: token and position tables, L blocks (12 D^2 + 13 D each), final norm."""
+    return V * D + T * D + L * (12 * D * D + 13 * D) + 2 * D
+
+
+throughput = json.loads((RESULTS / "training_throughput.json").read_text())
+sizes = {
+    f"encoder-decoder, D={row['config']['d_model']}": row["parameters"]["tinyformer"]
+    for row in throughput["results"]
+}
+sizes["GPT-2 small"] = gpt2_parameters()
+for name, count in sizes.items():
+    state = count * BYTES_PER_PARAMETER
+    print(
+        f"{name:22s} {count:>11,} parameters {state / 1e6:7.1f} MB"
+        f" | FSDP, 8 ranks: {state / 8 / 1e6:6.1f} MB each"
+    )
+assert sizes["GPT-2 small"] == 124_439_808
+
+# %% [markdown]
+# GPT-2 small needs about 2 GB of training state: it fits on any GPU, and DDP is the
+# right tool. But the state grows with the parameters, and a model of 7 billion
+# parameters needs $16 \times 7 \cdot 10^9$ bytes, about 112 GB, more than most single
+# GPUs hold even before activations. That is where **FSDP**, PyTorch's Fully Sharded Data
+# Parallel {cite}`zhao2023fsdp`, comes in. It is still data parallelism, each rank on its
+# own slice of the batch, but no rank keeps the whole state: each holds a $1/N$ **shard**
+# of the weights, gradients and optimiser state. Before a layer (or a group of layers,
+# FSDP's unit) runs, its full weights are gathered from all ranks (an all-gather) and
+# dropped again after use; after its backward pass the gradients are summed and cut so
+# that each rank receives only its own shard's (a reduce-scatter), and each rank updates
+# only its shard. Memory per rank falls from $16P$ bytes to about $16P/N$, plus the full
+# weights and gradients of the unit being computed. The price is more communication: the
+# weights now travel at every step, gathered for the forward pass and again for the
+# backward pass, not only the gradients.
+#
+# Rule of thumb: use DDP while the model's training state and a batch's activations fit
+# on one device, and FSDP when they do not.
+#
+# ## Mixed precision and compiling, measured here
+#
+# Two cheaper ways to run each step, independent of how many processes there are:
+#
+# - **bfloat16 autocast**: `torch.autocast(device, dtype=torch.bfloat16)` runs the matrix
+#   products in bfloat16, a 16-bit format with float32's range and fewer digits, while
+#   weights, gradients and the optimiser stay float32 (unlike float16, bfloat16 needs no
+#   loss scaling). It is made for GPUs, whose tensor cores multiply 16-bit numbers much
+#   faster than 32-bit ones; on a CPU the gain depends on the processor.
+# - **`torch.compile`**: traces the model into a graph and generates fused kernels for it,
+#   saving memory traffic and Python overhead; the first step pays for the compilation.
+#
+# `benchmarks/mixed_precision.py` trains [Chapter 5](../part1_decoder/05_training_and_generation.ipynb)'s model (batches of 64 sentences) all
+# three ways from the same weights on the same batches, and records the tokens per second
+# and the validation loss after the same number of steps.
+
+# %%
+mixed = json.loads((RESULTS / "mixed_precision.json").read_text())
+assert not mixed["quick"], (
+    "mixed_precision.json holds a --quick smoke test: run it for real"
+)
+m, setup = mixed["machine"], mixed["setup"]
+print(
+    f"{m['device_name']}, {m['logical_cores']} cores, {m['torch_threads']} torch "
+    f"threads, torch {m['torch']}, {m['date'][:10]}; {setup['steps']} steps each"
+)
+for name, row in mixed["results"].items():
+    speed, ratio = row["tokens_per_s"], row["ratio_vs_fp32"]
+    print(
+        f"{name:8s} {speed:7.0f} tokens/s ({ratio:.2f} x fp32)  "
+        f"validation loss {row['val_loss']:.4f} ({row['loss_diff_vs_fp32']:+.4f})"
+    )
+
+# %% mystnb={"figure": {"caption": "Training throughput of Chapter 5's model on this page's CPU, eager float32 against bfloat16 autocast and torch.compile, from benchmarks/results/mixed_precision.json. Tiny matrices on a CPU gain nothing from either.", "name": "fig-mixed-precision"}, "image": {"alt": "Bar chart of training tokens per second for three ways of running the same training: eager float32, bfloat16 autocast and torch.compile, with the ratio to float32 written above each bar."}} tags=["hide-input"]
+names = list(mixed["results"])
+speeds = [mixed["results"][name]["tokens_per_s"] for name in names]
+fig, ax = plt.subplots(figsize=(6, 3))
+bars = ax.bar(["eager fp32", "bf16 autocast", "torch.compile"], speeds, color="#3182bd")
+for bar, name in zip(bars, names, strict=True):
+    ratio = mixed["results"][name]["ratio_vs_fp32"]
+    ax.annotate(
+        f"{ratio:.2f}×",
+        (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+        xytext=(0, 3),
+        textcoords="offset points",
+        ha="center",
+    )
+ax.set_ylabel("training tokens / s")
+ax.set_ylim(0, 1.2 * max(speeds))
+ax.set_title("Chapter 5's model, batches of 64 sentences")
+fig.tight_layout()
+plt.show()
+
+# %%
+rows = mixed["results"]
+first = {name: row["first_step_s"] for name, row in rows.items()}
+print(
+    f"first step, compiling included: {first['compile']:.0f} s compiled, "
+    f"{first['fp32']:.1f} s eager fp32"
+)
+assert all(0.5 < row["ratio_vs_fp32"] < 1.5 for row in rows.values())  # no big change
+assert all(abs(row["loss_diff_vs_fp32"]) < 0.01 for row in rows.values())  # same loss
+assert rows["compile"]["first_step_s"] > 10 * rows["fp32"]["first_step_s"]
+
+# %% [markdown]
+# For [Chapter 5](../part1_decoder/05_training_and_generation.ipynb)'s model neither trick makes a large difference on this CPU, and the
+# reason is its size. Its matrices are 64 numbers wide, so a training step is a few
+# hundred small operations, and the time goes into calling them (Python, PyTorch's
+# dispatch, the optimiser's loop over the parameters) rather than into arithmetic.
+# bfloat16 can only speed up the arithmetic, and adds conversions between the two
+# formats; `torch.compile` removes some of the calling cost of the forward pass, but the
+# backward pass and the optimiser run as before, and the first step spends a long time
+# compiling (printed above). The losses after the same steps differ by less than a
+# hundredth of a nat: bfloat16's rounding did not hurt this training. Both tricks are
+# made for large matrices on GPUs, where arithmetic and memory traffic are what a step
+# costs. (These numbers were measured while the machine was shared with other work, so
+# the round-to-round spread in the JSON file is wide; `make bench` on a quiet machine
+# measures yours.)
+#
+# ## What we learned
+#
+# - DDP replicates the model and the optimiser on every rank, averages the gradients with
+#   bucketed all-reduces that overlap the backward pass, and sends nothing else: the same
+#   gradient makes the same update everywhere.
+# - The optimiser sees the global batch. For a mean over tokens, each rank divides its
+#   summed loss by the global token count and multiplies by $N$; per-rank means weigh
+#   tokens unequally.
+# - One process and two processes, same seed and global batch, end with the same model;
+#   only the key biases, whose true gradient is zero, drift apart by rounding.
+# - `torchrun` starts the processes: `--standalone` on one machine, `--nnodes` with
+#   `--node_rank` or a c10d rendezvous across several.
+# - Training state costs 16 bytes per parameter with AdamW in float32; when that no longer
+#   fits one device, FSDP shards it across the ranks.
+#
+# ## Exercises
+#
+# 1. With $B = 64$ sentences and $N = 2$ ranks, how many sentences does each rank see per
+#    step, and what changes if you launch $N = 4$ with the same `--global-batch`?
+# 2. A colleague keeps per-rank means and argues that with many sentences per rank the
+#    token counts are nearly equal anyway. When is that true, and when does it fail?
+# 3. How many bytes per parameter does the training state take with AdamW if the weights
+#    are kept in float32 and a bfloat16 copy is used for the forward and backward passes?
+#
+# <details>
+# <summary>Solutions</summary>
+#
+# 1. 32 sentences per rank with $N = 2$, 16 with $N = 4$. The optimiser sees the same 64
+#    sentences per step either way, so the training (and the final weights, up to
+#    rounding) does not change; only the time per step does.
+# 2. The counts of two ranks differ by roughly the spread of a sentence's length times
+#    $\sqrt{B/N}$, a relative difference shrinking like $1/\sqrt{B/N}$, so for large
+#    per-rank batches of similar documents the error is small. It fails with small
+#    per-rank batches, with lengths that vary a lot (code, chat), and whenever the data
+#    are sorted or bucketed by length, so that one rank systematically gets the long
+#    sequences.
+# 3. 4 (float32 weight) + 2 (bfloat16 copy) + 4 (gradient, in float32) + 8 (two moments)
+#    = 18 bytes; with bfloat16 gradients, 16. Mixed precision saves time and activation
+#    memory, not training state.
+#
+# </details>
