@@ -14,8 +14,19 @@ NB ?= $(shell find book -name '*.py' -not -path '*/.ipynb_checkpoints/*' | sort)
 
 .PHONY: test book notebooks lint clean bench
 
+# On Linux, PyPI's torch wheel is the CUDA build (gigabytes of NVIDIA libraries that a CPU
+# course never uses), so torch alone comes from PyTorch's CPU index first, as in CI (its
+# 2.13.0+cpu satisfies the pin torch==2.13.0). Only torch is asked for there. If that index
+# cannot be reached, pip takes torch from its usual index. `make test TORCH_INDEX=` skips it.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_PIN   := $(shell grep -E '^torch==' requirements.txt)
+
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@if [ -n "$(TORCH_INDEX)" ] && [ -n "$(TORCH_PIN)" ] && [ "$$(uname -s)" = Linux ]; then \
+		$(BIN)/python -m pip install --quiet --no-deps --index-url "$(TORCH_INDEX)" "$(TORCH_PIN)" \
+		|| echo "note: $(TORCH_PIN) not found at $(TORCH_INDEX); pip takes it from its usual index"; \
+	fi
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	@touch $(STAMP)
 
