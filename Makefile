@@ -45,8 +45,8 @@ notebooks: $(STAMP)
 	done
 
 lint: $(STAMP)
-	$(BIN)/ruff check $(wildcard src tests benchmarks book)
-	$(BIN)/ruff format --check $(wildcard src tests benchmarks book)
+	$(BIN)/ruff check $(wildcard src tests benchmarks book scripts)
+	$(BIN)/ruff format --check $(wildcard src tests benchmarks book scripts)
 
 clean:
 	rm -rf _build
@@ -55,7 +55,7 @@ clean:
 # on a GPU). Minutes on two cores; `make bench BENCH_ARGS="--quick --out /tmp/bench"` is a smoke test.
 BENCH_ARGS ?=
 bench: $(STAMP)
-	@for script in attention_scaling training_throughput generation notebooks; do \
+	@for script in attention_scaling training_throughput generation notebooks mixed_precision; do \
 		echo "== benchmarks/$$script.py"; \
 		$(BIN)/python benchmarks/$$script.py $(BENCH_ARGS) || exit 1; \
 	done

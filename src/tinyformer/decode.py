@@ -355,7 +355,11 @@ def _beam(model, memory, src_mask, K, max_new_tokens, bos_id, eos_id, pad_id, al
             keep = ~done
             keep_rows = keep.repeat_interleave(K)
             active, scores = active[keep], scores[keep]
-            pool_tokens, pool_scores, pool_ranks = pool_tokens[keep], pool_scores[keep], pool_ranks[keep]
+            pool_tokens, pool_scores, pool_ranks = (
+                pool_tokens[keep],
+                pool_scores[keep],
+                pool_ranks[keep],
+            )
             tokens, memory = tokens[keep_rows], memory[keep_rows]
             if src_mask is not None:
                 src_mask = src_mask[keep_rows]

@@ -130,7 +130,6 @@ def lm_loss_by_length(
     return total / real.sum()
 
 
-
 def fused_adamw_ok(params: list[nn.Parameter]) -> bool:
     """Whether PyTorch's fused AdamW kernel can update ``params``.
 

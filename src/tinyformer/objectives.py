@@ -57,7 +57,9 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """
     _check_logits_and_targets(logits, labels, "labels")
     if labels.device.type == "cpu" and not bool((labels != IGNORE_INDEX).any()):
-        raise ValueError(f"expected at least one masked position (label != {IGNORE_INDEX}), got none")
+        raise ValueError(
+            f"expected at least one masked position (label != {IGNORE_INDEX}), got none"
+        )
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
 
 

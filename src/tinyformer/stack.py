@@ -56,7 +56,9 @@ class Model(nn.Module):
             return nn.Module.__repr__(self)
         extra = self.extra_repr()
         extra = f", {extra}" if extra else ""
-        return f"{type(self).__name__}({self.config!r}{extra}, {self.num_parameters():,} parameters)"
+        return (
+            f"{type(self).__name__}({self.config!r}{extra}, {self.num_parameters():,} parameters)"
+        )
 
 
 class TransformerStack(Model):
