@@ -27,7 +27,8 @@ if "google.colab" in sys.modules:
             "pip",
             "install",
             "--quiet",
-            "tinyformer @ git+https://github.com/tinyformer/transformers-from-scratch@main",
+            "tinyformer @ "
+            "git+https://github.com/tinyformer/transformers-from-scratch@main",
         ],
         check=True,
     )
@@ -56,6 +57,7 @@ if "google.colab" in sys.modules:
 
 # %%
 import math
+import textwrap
 
 import matplotlib.pyplot as plt
 import torch
@@ -142,7 +144,7 @@ print("rows 0 and 3 (both 'the') equal:", torch.equal(by_index[0], by_index[3]))
 # PyTorch's `nn.Embedding`.
 #
 # The same table often serves a second time, as the output layer that turns the model's
-# last vectors into one score per token (*tied weights*,
+# last vectors into one score per token (*tied weights* {cite}`press2017using`,
 # [Chapter 4](04_the_decoder_block.ipynb)). There the scale has a side effect that the
 # module's docstring spells out: a freshly initialised tied model does *not* start from
 # the uniform guess's loss of $\ln V$, but well above it, because each position's vector
@@ -482,9 +484,8 @@ for k in (1, 3, 10):
     err = (predicted - PE[k:]).abs().max().item()
     orthogonal = torch.allclose(M @ M.T, torch.eye(D), atol=1e-5)
     print(
-        f"k = {k:2}: M_k PE[pos] == PE[pos + k] for every pos"
-        f" (max error < 1e-5): {err < 1e-5};"
-        f" M_k orthogonal: {orthogonal}"
+        f"k = {k:2}: M_k PE[pos] == PE[pos + k] at every pos, to 1e-5: {err < 1e-5};",
+        f"M_k orthogonal: {orthogonal}",
     )
     assert err < 1e-5
 
@@ -522,10 +523,9 @@ S_of_k = torch.cos(k[:, None] * omega).sum(dim=1)  # (201,) similarity at distan
 for offset in (1, 5, 20):
     diag = torch.diagonal(S, offset)
     assert torch.allclose(diag, torch.full_like(diag, S_of_k[offset].item()), atol=1e-4)
-print(
-    "similarity at distance",
-    {int(d): round(S_of_k[d].item(), 1) for d in (0, 1, 2, 5, 10, 50, 100, 200)},
-)
+distances = (0, 1, 2, 5, 10, 50, 100, 200)
+print("distance:  ", " ".join(f"{d:5}" for d in distances))
+print("similarity:", " ".join(f"{S_of_k[d].item():5.1f}" for d in distances))
 
 # %% mystnb={"figure": {"caption": "Left: the dot product of the encodings of every two positions, constant along each diagonal because it depends only on the distance. Right: that dot product against the distance, out to 200 positions: a fast fall over the first few positions, then a slow one with ripples.", "name": "fig-ch02-similarity"}, "image": {"alt": "Two panels. Left, a 64 by 64 heatmap of PE[p] dot PE[q], brightest on the diagonal at 32 and fading away from it in bands. Right, a line plot of the dot product against distance from 0 to 200: it drops from 32 to about 21 by distance 10, then wanders down with ripples to about 11 at distance 200."}} tags=["hide-input"]
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
@@ -562,8 +562,9 @@ assert near > far
 #
 # The simpler alternative: treat positions like tokens. Keep a second table
 # $P \in \mathbb{R}^{L \times D}$ of parameters ($L$ = `max_len`), one row per position, and add
-# row $p$ to the token vector at position $p$. GPT-2 {cite}`radford2019language` (1024
-# positions) and BERT {cite}`devlin2019bert` (512 positions) do this. Written out, it is an
+# row $p$ to the token vector at position $p$. The first GPT {cite}`radford2018improving`
+# (512 positions) and BERT {cite}`devlin2019bert` (512 positions) do this, and GPT-2 kept
+# GPT's design with 1024 positions {cite}`radford2019language`. Written out, it is an
 # embedding of the position ids $0, 1, \dots, T - 1$:
 
 # %%
@@ -637,9 +638,8 @@ plt.show()
 # their cosine has mean 0 and standard deviation about $1/\sqrt{D}$. So a token vector and a
 # position vector mostly occupy different directions, and the model's linear layers can
 # learn to read one while ignoring the other (or training can push them into separate
-# subspaces outright). Let us measure the cosines between all $V$ token vectors (as the model
-# sees them, scaled by $\sqrt D$) and all 32 sinusoidal position vectors, for $D = 64$ and,
-# to see the trend, for $D = 512$.
+# subspaces outright). Let us measure the cosines between all $V$ token vectors and all 32
+# sinusoidal position vectors, for $D = 64$ and, to see the trend, for $D = 512$.
 
 
 # %%
@@ -663,7 +663,7 @@ for d, c in ((64, cos64), (512, cos512)):
         f" largest |cosine| {c.abs().max().item():.2f}"
     )
 
-# %% mystnb={"figure": {"caption": "Cosines between every token vector and every position vector, for D = 64 and D = 512. Both are centred on zero with a spread of about 1/sqrt(D): token and position vectors are nearly orthogonal, more so the wider the model.", "name": "fig-ch02-token-position"}, "image": {"alt": "Two overlaid histograms of cosine similarity between -0.5 and 0.5: for D = 64 a bell shape centred at 0 with standard deviation about 0.12, for D = 512 a narrower, taller bell with standard deviation about 0.04."}} tags=["hide-input"]
+# %% mystnb={"figure": {"caption": "Cosines between every token vector and every position vector, for D = 64 and D = 512. Both are centred on zero with a spread of about 1/sqrt(D): token and position vectors are nearly orthogonal, more so the wider the model.", "name": "fig-ch02-token-position"}, "image": {"alt": "Two overlaid histograms of cosine similarity between -0.5 and 0.5: for D = 64 a roughly bell-shaped histogram centred at 0, with shoulders near plus and minus 0.13 and standard deviation about 0.12, for D = 512 a narrower, taller bell with standard deviation about 0.04."}} tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(7, 3.5))
 bins = torch.linspace(-0.5, 0.5, 61)
 ax.hist(cos64.numpy(), bins=bins.numpy(), alpha=0.6, density=True, label="D = 64")
@@ -759,7 +759,8 @@ for module in (
     try:
         module(too_long)
     except ValueError as error:
-        print(f"{type(module).__name__}: ValueError: {error}")
+        message = f"{type(module).__name__}: ValueError: {error}"
+        print(textwrap.fill(message, width=80, subsequent_indent="  "))
 
 # %% [markdown]
 # Our sentences have at most 17 positions with `<bos>` and `<eos>`, so this chapter's

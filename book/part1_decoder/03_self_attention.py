@@ -27,7 +27,8 @@ if "google.colab" in sys.modules:
             "pip",
             "install",
             "--quiet",
-            "tinyformer @ git+https://github.com/tinyformer/transformers-from-scratch@main",
+            "tinyformer @ "
+            "git+https://github.com/tinyformer/transformers-from-scratch@main",
         ],
         check=True,
     )
@@ -35,7 +36,7 @@ if "google.colab" in sys.modules:
 # %% [markdown]
 # # 3. Self-attention
 #
-# <a class="colab-badge" href="https://colab.research.google.com/github/tinyformer/transformers-from-scratch/blob/main/book/part1_decoder/03_self_attention.ipynb">Open in Colab</a> · runs in about 6 s on two CPU cores
+# <a class="colab-badge" href="https://colab.research.google.com/github/tinyformer/transformers-from-scratch/blob/main/book/part1_decoder/03_self_attention.ipynb">Open in Colab</a> · runs in about 5 s on two CPU cores
 #
 # After the last chapter every token is a vector that knows *what* it is and *where* it
 # is, but nothing about its neighbours. A verb cannot agree with its subject if it cannot
@@ -55,11 +56,13 @@ if "google.colab" in sys.modules:
 
 # %%
 import math
+import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.colors import LogNorm
 from matplotlib.patches import Patch
 from matplotlib_inline.backend_inline import set_matplotlib_formats
 from tinyformer.attention import (
@@ -192,7 +195,9 @@ print(
     torch.allclose(ours_w, pkg_w, atol=1e-6),
     "| F.scaled_dot_product_attention",
     torch.allclose(ours, torch_out, atol=1e-6),
-    "| is_causal=True",
+)
+print(
+    "            F.scaled_dot_product_attention with is_causal=True, no mask:",
     torch.allclose(ours, torch_causal, atol=1e-6),
 )
 
@@ -255,10 +260,12 @@ for dk in d_ks:
             }
         )
 
+columns = ["variance", "max weight", "entropy", "median grad"]
+widths = [14, 12, 12, 17]
 print(
-    " d_k |  variance raw / scaled | max weight raw / scaled | entropy raw / scaled "
-    "| median grad raw / scaled"
+    " " * 4, "|", " | ".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True))
 )
+print(" d_k", "|", " | ".join(f"{'raw / scaled':>{w}}" for w in widths))
 for dk, r, sc in zip(d_ks, results[False], results[True], strict=True):
     cells = [
         f"{r['var']:.1f} / {sc['var']:.2f}",
@@ -266,10 +273,9 @@ for dk, r, sc in zip(d_ks, results[False], results[True], strict=True):
         f"{r['entropy']:.2f} / {sc['entropy']:.2f}",
         f"{r['grad']:.1e} / {sc['grad']:.1e}",
     ]
-    widths = [22, 23, 20, 24]
     print(
-        f"{dk:4d} | "
-        + " | ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True))
+        f"{dk:4d} |",
+        " | ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True)),
     )
 
 # %% [markdown]
@@ -393,18 +399,21 @@ print(
     round(dep_full[future].min().item(), 3),
 )
 
-# %% mystnb={"figure": {"caption": "How much each output position t depends on each input position s, measured through the Jacobian, with the causal mask (left) and without a mask (right). Exact zeros are drawn in light grey with a hatch, apart from the colour scale: with the mask, every entry above the diagonal is exactly zero: the grey triangle is exactly the set of positions the causal mask blocks. Without a mask no entry is zero.", "name": "fig-ch03-jacobian"}, "image": {"alt": "Two 6 by 6 heatmaps of the norm of d out_t / d x_s, output position t on the vertical axis and input position s on the horizontal axis. Left, with the causal mask: coloured cells on and below the diagonal, and every cell above the diagonal grey and hatched, meaning exactly zero. Right, without a mask: every cell coloured, none zero."}} tags=["hide-input"]
+# %% mystnb={"figure": {"caption": "How much each output position t depends on each input position s, measured through the Jacobian, with the causal mask (left) and without a mask (right). The colours use one logarithmic scale for both panels, over the non-zero entries. Exact zeros (grey, hatched) are outside the colour scale. With the mask, the grey triangle above the diagonal is exactly the set the mask blocks; without it no entry is zero.", "name": "fig-ch03-jacobian"}, "image": {"alt": "Two 6 by 6 heatmaps of the norm of the derivative of output t with respect to input s, on a shared logarithmic colour scale from about 0.2 to 1.45, output position t on the vertical axis and input position s on the horizontal axis. Left, with the causal mask: coloured cells on and below the diagonal, brightest at the top-left cell and fading down the rows, and every cell above the diagonal grey and hatched, meaning exactly zero. Right, without a mask: every cell coloured, all between about 0.2 and 0.33, none zero."}} tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
 panels = [
     (dep_causal, "with the causal mask"),
     (dep_full, "without a mask"),
 ]
-vmax = max(dep_causal.max().item(), dep_full.max().item())
+nonzero = torch.cat([dep_causal[dep_causal > 0], dep_full[dep_full > 0]])
+# One log scale for both panels, over the non-zero entries: the (0, 0) entry is several
+# times larger than the rest and would flatten a linear scale.
+norm = LogNorm(vmin=nonzero.min().item(), vmax=nonzero.max().item())
 cmap = plt.get_cmap("viridis").with_extremes(bad="#d9d9d9")  # masked cells: grey
 for ax, (m, title) in zip(axes, panels, strict=True):
     m = m.detach().numpy()
     exact_zero = m == 0
-    image = ax.imshow(np.ma.masked_where(exact_zero, m), cmap=cmap, vmin=0, vmax=vmax)
+    image = ax.imshow(np.ma.masked_where(exact_zero, m), cmap=cmap, norm=norm)
     for t, s in zip(*exact_zero.nonzero(), strict=True):  # hatch the exact zeros too
         ax.add_patch(
             plt.Rectangle((s - 0.5, t - 0.5), 1, 1, fill=False, hatch="///", lw=0)
@@ -414,7 +423,12 @@ for ax, (m, title) in zip(axes, panels, strict=True):
     ax.set_ylabel("output / query position t")
     ax.set_xticks(range(T))
     ax.set_yticks(range(T))
-fig.colorbar(image, ax=axes, fraction=0.03, pad=0.03, label="‖∂ out_t / ∂ x_s‖")
+colorbar = fig.colorbar(
+    image, ax=axes, fraction=0.03, pad=0.03, label="‖∂ out_t / ∂ x_s‖ (log scale)"
+)
+ticks = [0.25, 0.35, 0.5, 0.7, 1.0, 1.4]
+colorbar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
+colorbar.ax.minorticks_off()
 axes[0].legend(
     handles=[Patch(facecolor="#d9d9d9", hatch="///", label="exactly 0")],
     loc="upper center",
@@ -666,12 +680,12 @@ assert (w[0][:, upper] == 0).all()
 try:
     MultiHeadAttention(d_model=32, n_heads=5)
 except ValueError as error:
-    print("ValueError:", error)
+    print(textwrap.fill(f"ValueError: {error}", width=80, subsequent_indent="  "))
 
 try:
     mha(h, mask=causal_mask(T + 1))  # mask for T + 1 positions, input has T
 except ValueError as error:
-    print("ValueError:", error)
+    print(textwrap.fill(f"ValueError: {error}", width=80, subsequent_indent="  "))
 
 # %% [markdown]
 # ## What we learned
