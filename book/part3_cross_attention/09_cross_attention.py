@@ -184,10 +184,11 @@ print(tgt_in)
 # previous decoder layer, and the memory keys and values come from the output of the
 # encoder. This allows every position in the decoder to attend over all positions in the
 # input sequence" {cite}`vaswani2017attention` (Section 3.2.3). The shorter name *cross
-# attention*, used in later papers and code (Hugging Face's BERT decoder calls the
-# sublayer `crossattention`; PyTorch's `nn.TransformerDecoderLayer` calls it plainly
-# `multihead_attn`), says what distinguishes it from *self*-attention: the attention
-# crosses from one sequence to another.
+# attention* has no single origin that we can point to: it spread through later papers
+# and code, and code still varies (Hugging Face's BERT decoder calls the sublayer
+# `crossattention`; PyTorch's `nn.TransformerDecoderLayer` calls it plainly
+# `multihead_attn`). The name says what distinguishes it from *self*-attention: the
+# attention crosses from one sequence to another.
 #
 # To have something to attend to, we need a memory. We take Part II's encoder, a
 # non-causal `TransformerStack` (random weights: this chapter is about the plumbing, not
@@ -343,15 +344,14 @@ assert (unmasked_after - unmasked_before)[2].abs().max() > 1.0
 # %% [markdown]
 # <div class="admonition note">
 # <p class="admonition-title">Padding on the target side</p>
-#
-# The *target* rows of the shorter sentences are padded too (rows of `tgt_in` ending in
-# 0). Their queries still attend, to real source positions, and produce vectors; nothing
-# reads them, because the decoder's causal self-attention only looks back from real
-# positions, and the loss ignores predictions at pad targets
-# ([Chapter 10](10_the_encoder_decoder.ipynb)). So cross attention needs a mask on its
-# *keys* (the source) only.
-#
+# <p>The <em>target</em> rows of the shorter sentences are padded too (rows of
+# <code>tgt_in</code> ending in 0). Their queries still attend, to real source positions,
+# and produce vectors; nothing reads them, because the decoder's causal self-attention
+# only looks back from real positions, and the loss ignores predictions at pad targets.
+# So cross attention needs a mask on its <em>keys</em> (the source) only.</p>
 # </div>
+#
+# The loss that skips pad targets is set up in [Chapter 10](10_the_encoder_decoder.ipynb).
 
 # %% [markdown]
 # ## No causal mask on cross attention
@@ -362,10 +362,10 @@ assert (unmasked_after - unmasked_before)[2].abs().max() > 1.0
 # written, so no source position is "the future". Every target position may read every
 # (real) source position, and it often must: in our head-final language the *first*
 # target word often translates a word far into the source (in the pair above, `mur`
-# translates `mouse`, source word 5 of 0 to 6), and the verb that ends the target translates a word
-# from the middle of the source. So cross attention's only mask is the padding mask;
-# causality is needed only among target positions, and the decoder keeps it in its
-# self-attention sublayer.
+# translates `mouse`, source word 5 of 0 to 6), and when the verb has an object, the
+# verb that ends the target translates a word from the middle of the source. So cross
+# attention's only mask is the padding mask; causality is needed only among target
+# positions, and the decoder keeps it in its self-attention sublayer.
 #
 # Gradients make this visible. We need a decoder block that reads the memory, and the
 # course has exactly one block class, `tinyformer.blocks.TransformerBlock`:
@@ -466,18 +466,19 @@ assert (dep_source[:, :n_src] > 0).all() and (dep_source[:, n_src:] == 0).all()
 # positions target position $t$ reads while predicting the next target word. Since the toy
 # language knows the word alignment, we can mark the source words that the next target
 # word translates. Row $t$ (its input is `<bos>` for $t = 0$, else `target[t - 1]`)
-# predicts `target[t]`; for each link `(t, i)` its source word `source[i]` sits at position
-# `i + 1` of the framed source (position 0 is `<bos>`).
+# predicts `target[t]`, so it produces target word $j = t$; for each link `(j, i)` of that
+# word, its source word `source[i]` sits at position `i + 1` of the framed source
+# (position 0 is `<bos>`).
 #
 # <div class="admonition warning">
 # <p class="admonition-title">These weights are random, so the map means nothing yet</p>
+# <p>Nothing has been trained: the colours are an accident of the initialisation. What
+# <em>is</em> meaningful is the shape of the matrix (rectangular) and the blank padded
+# columns.</p>
+# </div>
 #
-# Nothing has been trained: the colours are an accident of the initialisation. What *is*
-# meaningful is the shape of the matrix (rectangular) and the blank padded columns.
 # [Chapter 11](11_translation.ipynb) trains a translation model, and we will see whether
 # its cross attention learns to look at the red squares.
-#
-# </div>
 
 # %%
 with torch.no_grad(), record_attention(cross) as maps:
@@ -845,48 +846,50 @@ fig.tight_layout()
 # %% [markdown]
 # <div class="admonition note">
 # <p class="admonition-title">Folklore check: what attention fixed</p>
-#
-# One still reads that attention (or cross attention in particular) was invented to cure
-# vanishing gradients, or to stop the decoder from "forgetting" the source. Neither is
-# quite what happened.
-#
-# **Gradients.** What keeps the gradients of a deep transformer healthy are the residual
-# connections {cite}`he2016deep`, which give every layer an identity path to the loss, and
-# layer normalisation {cite}`ba2016layer`, which keeps each sublayer's input at a fixed
-# scale. [Chapter 4](../part1_decoder/04_the_decoder_block.ipynb) measured it, in its
-# section "Residual connections": through 24 stacked feed-forward layers, the gradient at
-# the input of the residual stack never fell below the gradient sent back from the
-# output, whatever the scale of the weights, while the plain stack's changed by tens of
-# orders of magnitude. In the recurrent networks that came before, gated units such as
-# the LSTM {cite}`hochreiter1997long` played that role.
-#
-# **The bottleneck.** The recurrent encoder-decoders of 2014
+# <p>One still reads that attention (or cross attention in particular) was invented to
+# cure vanishing gradients, or to stop the decoder from "forgetting" the source. Neither
+# is quite what happened.</p>
+# <p><strong>Gradients.</strong> What keeps the gradients of a deep transformer healthy
+# are the residual connections {cite}`he2016deep`, which give every layer an identity
+# path to the loss, and layer normalisation {cite}`ba2016layer`, which keeps each
+# sublayer's input at a fixed scale. Part I's decoder-block chapter measured it (the
+# link follows the box): through 24 stacked feed-forward layers, the gradient at the
+# input of the residual stack never fell below the gradient sent back from the output,
+# whatever the scale of the weights, while the plain stack's changed by tens of orders
+# of magnitude. In the recurrent networks that came before, gated units such as the LSTM
+# {cite}`hochreiter1997long` played that role.</p>
+# <p><strong>The bottleneck.</strong> The recurrent encoder-decoders of 2014
 # {cite}`sutskever2014sequence,cho2014learning` compressed the whole source sentence into
-# *one fixed-length vector*, the encoder's final state, and the decoder saw nothing else.
-# Cho et al. found that the quality of such models fell quickly as sentences grew longer
-# {cite}`cho2014properties`. (Not every such model did: Sutskever et al., whose deep LSTMs
-# read the source reversed, report that theirs did well on long sentences.) Bahdanau, Cho
-# and Bengio {cite}`bahdanau2015neural` let the decoder, at every step, take a weighted
-# average of *all* the encoder's states, with weights computed from the decoder's state:
-# the first encoder-decoder attention, and the ancestor of this chapter's layer. The
-# source no longer has to fit into one vector; its representation grows with its length,
-# `(S, D)`, and each target word reads the part it needs.
-#
-# **"Forgetting".** For a recurrent decoder, forgetting the source *is* the bottleneck, seen
-# from the decoder's side: its only access to the source is the state it starts from,
-# which it must carry, rewritten at every step, through the whole output. A transformer
-# decoder has nothing to carry: every block re-reads the whole memory through its own
-# cross attention, at every target position, as the dependence figure above showed
-# (every output depends on every real source position).
-#
-# A side effect of attention is that each target word is a few steps from each source
+# <em>one fixed-length vector</em>, the encoder's final state, and the decoder saw nothing
+# else. Cho et al. found that the quality of such models fell quickly as sentences grew
+# longer {cite}`cho2014properties`. (Not every such model did: Sutskever et al., whose
+# deep LSTMs read the source reversed, report that theirs did well on long sentences.)
+# Bahdanau, Cho and Bengio {cite}`bahdanau2015neural` let the decoder, at every step,
+# take a weighted average of <em>all</em> the encoder's states, with weights computed from
+# the decoder's state: the first encoder-decoder attention, and the ancestor of this
+# chapter's layer. The source no longer has to fit into one vector; its representation
+# grows with its length, <code>(S, D)</code>, and each target word reads the part it
+# needs.</p>
+# <p><strong>"Forgetting".</strong> For a recurrent decoder, forgetting the source
+# <em>is</em> the bottleneck, seen from the decoder's side: its only access to the source
+# is one fixed vector (its initial state in Sutskever et al.; an input at every step in
+# Cho et al.), which must hold everything about the source that the whole output needs;
+# where it is only the initial state, the decoder must also carry it, rewritten at every
+# step, through the whole output. A transformer decoder has nothing to carry: every block
+# re-reads the whole memory through its own cross attention, at every target position,
+# as the dependence figure above showed (every output depends on every real source
+# position).</p>
+# <p>A side effect of attention is that each target word is a few steps from each source
 # word, which does shorten gradient paths; but that was not the problem the authors set
 # out to solve, and within a deep transformer the residual stream does that work. In the
-# transformer, cross attention is simply the *only* channel between the two stacks: the
-# encoder learns from the translation loss only through the gradients that flow back
-# through the decoder's cross attention.
-#
+# transformer, cross attention is simply the <em>only</em> channel between the two
+# stacks: the encoder learns from the translation loss only through the gradients that
+# flow back through the decoder's cross attention.</p>
 # </div>
+#
+# The gradient measurement the box cites is in
+# [Chapter 4](../part1_decoder/04_the_decoder_block.ipynb), section "Residual
+# connections".
 
 # %% [markdown]
 # ## What we learned
@@ -924,17 +927,17 @@ fig.tight_layout()
 # **1. A causal cross mask?** Suppose someone applies a "causal" mask to cross attention,
 # letting target row $t$ read framed source positions $0..t$ only. Count, over 1000
 # sentence pairs of the toy language, how many alignment links would then be hidden from
-# the row that needs them. (As above, row $t$ predicts `target[t]`; a link `(t, i)` needs
-# `source[i]`, at framed position `i + 1`.)
+# the row that needs them. (As above, row $t$ predicts `target[t]`, target word $j = t$;
+# a link `(j, i)` needs `source[i]`, at framed position `i + 1`.)
 #
 # <details class="solution"><summary>Solution</summary>
 #
-# A link `(t, i)` is hidden when `i + 1 > t`.
+# A link `(j, i)` is read by row $t = j$, so it is hidden when `i + 1 > j`.
 #
 # ```python
 # hidden = total = 0
 # for source, target, alignment in lang.sample_pairs(1000, seed=1):
-#     hidden += sum(i + 1 > t for t, i in alignment)
+#     hidden += sum(i + 1 > j for j, i in alignment)
 #     total += len(alignment)
 # print(f"{hidden / total:.0%} of the links would be hidden")  # 61%
 # ```

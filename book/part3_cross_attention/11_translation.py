@@ -509,19 +509,20 @@ for (s, t, _), out in list(zip(test_pairs, greedy_out, strict=True))[:5]:
 # ### BLEU and chrF
 #
 # Real translation has no single right answer, so it is scored by overlap with a
-# reference translation. **BLEU** {cite}`papineni2002bleu` takes the precision of the
-# output's word $n$-grams ($n = 1 \dots 4$) against the reference, averages them
-# geometrically over the whole test set and multiplies by a penalty for outputs shorter
-# than the references; **chrF** {cite}`popovic2015chrf` is an F-score of *character*
-# $n$-grams, kinder to a word that is almost right. Both run from 0 to 100. Their exact
-# settings (tokenisation, smoothing) change the numbers, so we compute them with
-# `sacrebleu` {cite}`post2018call`, the implementation papers report, on the
-# space-separated words.
+# reference translation. **BLEU** {cite}`papineni2002bleu` counts the output's word
+# $n$-grams ($n = 1 \dots 4$) that the reference also has, each clipped to the number of
+# times the reference has it, pools these clipped matches over the whole test set into
+# four precisions, takes their geometric mean, and multiplies it by a brevity penalty
+# for outputs shorter than the references; **chrF** {cite}`popovic2015chrf` is an
+# F-score of *character* $n$-grams, kinder to a word that is almost right. Both run from
+# 0 to 100. Their exact settings (tokenisation, smoothing) change the numbers, so we
+# compute them with `sacrebleu` {cite}`post2018call`, the implementation papers report,
+# on the space-separated words.
 #
 # A perfect model scores 100 on both, which tells us little; two reference points make
 # the scale readable. A **word-for-word** translation keeps the source order and
 # translates each word by the lexicon (so it also drops "the" and adds `ta`; only the
-# fusion of "near the" is missing): every word right, almost every order wrong. And the
+# fused postpositions are missing): every word right, almost every order wrong. And the
 # model's output **without cross attention**, a decoder that never reads the source (its
 # scores are printed with the cut, two sections on).
 
@@ -565,29 +566,32 @@ print(f"{'word for word':14} {wfw_bleu:6.1f} {wfw_chrf:6.1f} {wfw_exact:6.3f}")
 # `<bos>` or $y_{j-1}$) as the query that produces $y_j$. The last row, which predicts
 # `<eos>`, aligns with no word and is left out.
 #
-# **Scoring an alignment.** From a map we read one link per target word, $(j, i^*)$ with
-# $i^*$ the source position of row $j$'s largest weight, and compare these links $\mathcal{A}$
-# with the true ones. The standard score is the **alignment error rate** of Och and Ney
-# {cite}`och2003systematic`. Human annotators mark links as *sure* ($\mathcal{S}$) or only
-# *possible* ($\mathcal{P} \supseteq \mathcal{S}$), and
+# **Scoring an alignment.** From a map we read one link per target word, $(j, i^*)$
+# with $i^*$ the source position of row $j$'s largest weight, and compare these links
+# $\mathcal{A}$ with the true ones. The standard score is the **alignment error rate** of
+# Och and Ney {cite}`och2003systematic`. Human annotators mark links as *sure*
+# ($\mathcal{S}$) or only *possible* ($\mathcal{P} \supseteq \mathcal{S}$), and
 #
-# $$\mathrm{AER} = 1 - \frac{|\mathcal{A} \cap \mathcal{S}| + |\mathcal{A} \cap \mathcal{P}|}{|\mathcal{A}| + |\mathcal{S}|}.$$
+# $$\mathrm{AER} = 1 - \frac{|\mathcal{A} \cap \mathcal{S}|
+#   + |\mathcal{A} \cap \mathcal{P}|}{|\mathcal{A}| + |\mathcal{S}|}.$$
 #
-# Our alignments are exact, so every link is sure, $\mathcal{S} = \mathcal{P}$, and the AER is
-# $1 - 2|\mathcal{A} \cap \mathcal{S}| / (|\mathcal{A}| + |\mathcal{S}|)$: one minus the F-score of the predicted links. 0 is
-# perfect. One link per target word can never be perfect here: a fused postposition has
-# two true links (`dopa` translates "behind" and "the"), so the best such reading still
-# misses one link per fusion: the floor that sets, computed below, is about 0.01.
+# Our alignments are exact, so every link is sure, $\mathcal{S} = \mathcal{P}$, and the
+# AER is $1 - 2|\mathcal{A} \cap \mathcal{S}| / (|\mathcal{A}| + |\mathcal{S}|)$: one
+# minus the F-score of the predicted links. 0 is perfect. One link per target word can
+# never be perfect here: a fused postposition has two true links (`dopa` translates
+# "behind" and "the"), so the best such reading still misses one link per fusion: the
+# floor that sets, computed below, is about 0.01.
 #
 # Attention has been read as alignment since attention itself
-# {cite}`bahdanau2015neural`; in trained translation models it is often a poor one
-# {cite}`koehn2017six`, and for transformers Garg et al. {cite}`garg2019jointly` found
-# the best alignments in the averaged heads of the *penultimate* decoder layer. Our model
-# has three decoder layers of 4 heads each; which should we read? We consider every head,
-# every layer's head average, and the average over a run of consecutive layers. Choosing
-# the best reading *on the test sentences* would flatter the result (we would pick
-# whichever happened to do best there). So we measure them all on the **development**
-# sentences, choose there, and report the choice on the 1,000 test sentences.
+# {cite}`bahdanau2015neural`; in trained translation models it can diverge sharply from
+# the word alignment {cite}`koehn2017six`, and for transformers Garg et al.
+# {cite}`garg2019jointly` found the best alignments in the averaged heads of the
+# *penultimate* decoder layer. Our model has three decoder layers of 4 heads each; which
+# should we read? We print every head, but choose among head-averaged readings: every
+# layer's head average, and the average over a run of consecutive layers. Choosing the
+# best reading *on the test sentences* would flatter the result (we would pick whichever
+# happened to do best there). So we measure them all on the **development** sentences,
+# choose there, and report the choice on the 1,000 test sentences.
 
 
 # %%
@@ -682,12 +686,13 @@ for word, n in wrong.most_common(3):
 # Almost all of them are at the plural particle `ta`. The row that predicts `ta` reads
 # the noun stem as its input, and whether a `ta` follows depends only on that noun's
 # number, which the earlier layers have already fetched; the last layer's attention at
-# that row is free to look elsewhere. Function words are often poorly aligned by
-# attention {cite}`koehn2017six`. Averaging the last layer with an earlier one removes
-# most of these errors (layers 2-3 and all three layers are a near tie, 0.071 and
-# 0.072), and the development set picked layers 2-3. Averaging heads, and here layers,
-# is the natural summary when we do not want to hand-pick a head: one attention
-# distribution per position.
+# that row is free to look elsewhere. It is a small, explicable case of what Koehn and
+# Knowles report for real systems: attention can diverge from the word alignment even
+# where the translation is right {cite}`koehn2017six`. Averaging the last layer with an
+# earlier one removes most of these errors (layers 2-3 and all three layers are a near
+# tie, 0.071 and 0.072), and the development set picked layers 2-3. Averaging heads, and
+# here layers, is the natural summary when we do not want to hand-pick a head: one
+# attention distribution per position.
 #
 # Now the heatmaps, for two test sentences with long-distance reordering: one whose
 # subject carries a prepositional phrase, one with a relative clause. Left, the chosen
@@ -708,7 +713,7 @@ def first_with(word_set, min_words):
 
 examples = [first_with({"near", "behind", "under"}, 9), first_with({"that"}, 10)]
 
-# %% mystnb={"figure": {"caption": "Cross attention of the chosen decoder layer (heads averaged, left) against the true alignment (right), for a sentence with a prepositional phrase (top) and one with a relative clause (bottom). Each row is the position that predicts that target word; the bright cells follow the reordered alignment. Source words with no counterpart (\"the\") have an empty column on the right.", "name": "fig-ch11-alignment"}, "image": {"alt": "A 2 by 2 grid of heatmaps, target words as rows and source words as columns. In each row of grids, the left map (trained cross attention) has one dark cell per row that matches the position of the 1s in the right map (true alignment), except in some rows of the particle ta, in a pattern that runs from the end of the source back to its start, with the verb's column last."}} tags=["hide-input", "nbval-ignore-output"]
+# %% mystnb={"figure": {"caption": "Cross attention of the chosen decoder layer (heads averaged, left) against the true alignment (right), for a sentence with a prepositional phrase (top) and one with a relative clause (bottom). Each row is the position that predicts that target word; the bright cells follow the reordered alignment. Source words with no counterpart (\"the\") have an empty column on the right.", "name": "fig-ch11-alignment"}, "image": {"alt": "A 2 by 2 grid of heatmaps, target words as rows and source words as columns. In each row of grids, the left map (trained cross attention) has one dark cell per row that matches the position of the 1s in the right map (true alignment), except in some rows of the particle ta, whose weight is spread or sits on a neighbouring word. The columns do not follow the source order: the verb's row is the last, and its column lies in the middle of the source."}} tags=["hide-input", "nbval-ignore-output"]
 fig, axes = plt.subplots(2, 2, figsize=(10, 9))
 for row, b in enumerate(examples):
     s, t, a = test_pairs[b]
@@ -746,15 +751,14 @@ assert test_aer <= 0.10
 # %% [markdown]
 # <div class="admonition warning">
 # <p class="admonition-title">An attention map is not an explanation</p>
-#
-# A low alignment error rate says that the strongest attention weight lands on the right
-# source word. It does not say that the model uses only that word, or uses it for the
-# reason we imagine: the values are vectors mixed by the encoder, so the memory at
+# <p>A low alignment error rate says that the strongest attention weight lands on the
+# right source word. It does not say that the model uses only that word, or uses it for
+# the reason we imagine: the values are vectors mixed by the encoder, so the memory at
 # position $i$ carries information about other words too, and other attention patterns
 # can lead to the same output. Whether attention weights explain a prediction has been
 # argued both ways {cite}`jain2019attention,wiegreffe2019attention`. The next experiment
-# asks a cruder but firmer question: what does the model do *without* cross attention?
-#
+# asks a cruder but firmer question: what does the model do <em>without</em> cross
+# attention?</p>
 # </div>
 #
 # ## Cutting the cross attention
@@ -856,8 +860,8 @@ assert cut_by_layer[0][0] < cut_by_layer[-1][0]  # the first layer's most of all
 # Long sentences are rare (3 % of the language, as counted above), so we sample them
 # from the *same grammar with different rule probabilities*: every subject gets a
 # prepositional phrase or relative clause, every verb an object, every noun an adjective
-# or two. Every such sentence is a sentence of our language (we check, and check its
-# translation), just a long one. For comparison the same plot shows the test set's
+# or two. Every such sentence is a sentence of our language (we check the first 50, and
+# their translations), just a long one. For comparison the same plot shows the test set's
 # lengths, 5 to 11 words (it has no shorter sentences: those were all seen in training).
 
 # %%
@@ -924,7 +928,7 @@ assert all(acc <= 0.5 for n, (acc, _) in by_length.items() if n > MAX_TRAIN_WORD
 # never got a gradient equals its initial value times $\prod_t (1 - \eta_t \lambda)$, with
 # $\eta_t$ the learning rate of step $t$ and $\lambda = 0.1$ the weight decay.
 
-# %% mystnb={"figure": {"caption": "How far each learned position vector moved during training, relative to its initial value. Positions used in training (blue) moved away from their initial vectors; the never-used ones (red) are exactly their initial vectors shrunk by weight decay (dotted line): still random.", "name": "fig-ch11-positions"}, "image": {"alt": "Two bar charts sharing a y axis, relative change per position. Left, the encoder's 19 positions: blue bars between about 0.14 and 0.26 for positions 0 to 10, red bars for 11 to 18, all at the same height, 0.15, marked by a dotted line. Right, the decoder's 19 positions: blue bars between about 0.13 and 0.34 for 0 to 14, red bars at the dotted line for 15 to 18."}} tags=["hide-input"]
+# %% mystnb={"figure": {"caption": "How far each learned position vector moved during training, relative to its initial value. The rows used in training (blue) differ from the weight-decay-only value (dotted line); the never-used rows (red) sit exactly on it (asserted in the cell): their initial random vectors, only shrunk.", "name": "fig-ch11-positions"}, "image": {"alt": "Two bar charts sharing a y axis, relative change per position. Left, the encoder's 19 positions: blue bars between about 0.14 and 0.26 for positions 0 to 10, red bars for 11 to 18, all at the same height, 0.15, marked by a dotted line. Right, the decoder's 19 positions: blue bars between about 0.13 and 0.34 for 0 to 14, red bars at the dotted line for 15 to 18."}} tags=["hide-input"]
 decay = float(np.prod([1 - lr * 0.1 for lr in history["lr"]]))
 used = {"encoder": MAX_TRAIN_WORDS, "decoder": longest_train_target + 1}
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
@@ -1131,13 +1135,14 @@ assert test_aer <= 0.10, test_aer
 # ```
 #
 # In this sentence the row that reads the wrong word predicts `ta` instead of `ke`, and
-# one later row goes wrong too (`segan` instead of `hun`); the others recover. Over 300
-# test sentences, the row that reads the wrong word is right only 14 % of the time (its
-# input is what it mostly predicts from), but 94 % of the later predictions stay right:
-# they read the source through cross attention and find their place through the
-# positional embedding and the rest of the prefix, so one wrong input word rarely derails
-# them. The stronger the conditioning on the source, the weaker the exposure bias; a
-# target-side language model (the cut model above) has nothing else to go on.
+# one later row goes wrong too (`segan` instead of `hun`); the others recover. Over up to
+# 300 test sentences (the first 300, less any whose target has fewer than five words),
+# the row that reads the wrong word is right only 14 % of the time (its input is what it
+# mostly predicts from), but 94 % of the later predictions stay right: they read the
+# source through cross attention and find their place through the positional embedding
+# and the rest of the prefix, so one wrong input word rarely derails them. The stronger
+# the conditioning on the source, the weaker the exposure bias; a target-side language
+# model (the cut model above) has nothing else to go on.
 #
 # </details>
 #
@@ -1190,12 +1195,15 @@ assert test_aer <= 0.10, test_aer
 #     w = dev_attention[layer].mean(1)
 #     real = dev_batch[2] != PAD  # rows of real target tokens
 #     peak = w.max(-1).values[real].mean().item()
-#     print(layer + 1, where_rows_look(w), f"mean largest weight {peak:.2f}")
+#     print(layer + 1, where_rows_look(w))
+#     print(f"  mean largest weight {peak:.2f}")
 # ```
 #
 # ```
-# 1 {'elsewhere': 0.469, 'a word of the output': 0.471, 'a word of the input': 0.061} mean largest weight 0.43
-# 3 {'a word of the output': 0.876, 'elsewhere': 0.121, 'a word of the input': 0.003} mean largest weight 0.80
+# 1 {'elsewhere': 0.469, 'a word of the output': 0.471, 'a word of the input': 0.061}
+#   mean largest weight 0.43
+# 3 {'a word of the output': 0.876, 'elsewhere': 0.121, 'a word of the input': 0.003}
+#   mean largest weight 0.80
 # ```
 #
 # Not at the source word of its input: that happens for only 6 % of its rows. The first
