@@ -8,30 +8,47 @@ Three ways to run the same training, each from the same initial weights on the s
   loss computed in float32;
 - ``compile``: float32, the model wrapped in ``torch.compile`` (the first step compiles it;
   that time is recorded separately and not counted in the throughput). Compiling with the
-  default backend (inductor) takes about a minute on two CPU cores, so ``--quick`` uses the
-  ``aot_eager`` backend instead: it traces the same graphs but generates no code, which
-  smoke-tests the script in seconds and says nothing about speed.
+  default backend (inductor) took 51 s in the stored run (results/mixed_precision.json,
+  ``first_step_s``: one thread, on a shared two-core CPU with a load average near 12) and
+  125 s in an earlier run with two threads under heavier load; ``--quick`` uses the
+  ``aot_eager`` backend instead: it traces the same graphs but generates no code,
+  which smoke-tests the script in seconds and says nothing about speed.
 
 A training step is forward, cross-entropy loss, backward, gradient clipping and an AdamW
 update at Chapter 5's learning rate (warmup, then cosine decay). Every batch holds 64 fresh
 sentences, padded to the full context so that the compiled model sees one shape. After a few
 untimed steps, timed rounds of the three are interleaved, A B C A B C ..., in one process.
-Throughput counts the real (non-padding) target tokens per second; ratios are against
-``fp32``. After the last step each model's validation loss (float32, on 2000 sentences of
-Chapter 5's validation set) shows what the cheaper arithmetic cost in accuracy:
-``loss_diff_vs_fp32`` is that loss minus the float32 model's.
+Throughput counts the real (non-padding) target tokens per second. Ratios are against
+``fp32``: ``median_round_ratio_vs_fp32``, the median over rounds of (this variant's speed /
+fp32's speed in the same round), compares each variant with the fp32 run next to it in
+time, so it is the ratio to read on a busy machine, where the speed of the whole machine
+drifts from round to round; ``ratio_vs_fp32`` (the ratio of the two medians) is kept for
+reference. ``round_spread`` records the quartiles and extremes of both, and
+``load_average`` the machine's load (``os.getloadavg()``) at the start and the end: a load
+above the number of cores means other work competed for the processor. After the last
+step each model's validation loss (float32, on 2000 sentences of Chapter 5's validation
+set) shows what the cheaper arithmetic cost in accuracy: ``loss_diff_vs_fp32`` is that loss
+minus the float32 model's.
 
-Run: ``python benchmarks/mixed_precision.py [--quick] [--out DIR]``.
+Run: ``python benchmarks/mixed_precision.py [--quick] [--out DIR] [--rounds R]
+[--steps-per-round S] [--untimed U]`` (defaults: 20 rounds of 10 steps after 5 untimed
+ones; fewer make a shorter run on a slow machine, and the JSON records what was run). The
+stored results/mixed_precision.json is a default run with ``OMP_NUM_THREADS=1``: on the
+shared machine it was measured on, an earlier default run with two threads, competing with
+other work for the two cores, measured 222 tokens/s in float32; this one, 3642.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import statistics
 import time
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
-from common import log, parse_args, pick_device, synchronize, write_json
+from common import RESULTS, log, pick_device, synchronize, write_json
 from torch import nn
 
 from tinyformer.config import TransformerConfig
@@ -86,10 +103,50 @@ class Run:
         self.step_index += 1
 
 
+def parse_args() -> argparse.Namespace:
+    """common.parse_args's ``--quick`` and ``--out``, and the length of the timed run."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke test: 2 rounds of 3 steps, no codegen"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS,
+        help=f"folder for the JSON result (default: {RESULTS})",
+    )
+    parser.add_argument("--rounds", type=int, help="timed rounds (default 20; quick: 2)")
+    parser.add_argument(
+        "--steps-per-round", type=int, help="steps per round (default 10; quick: 3)"
+    )
+    parser.add_argument("--untimed", type=int, help="untimed first steps (default 5; quick: 2)")
+    args = parser.parse_args()
+    defaults = (2, 2, 3) if args.quick else (5, 20, 10)
+    for name, default in zip(("untimed", "rounds", "steps_per_round"), defaults, strict=True):
+        value = getattr(args, name)
+        if value is None:
+            setattr(args, name, default)
+        elif value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    return args
+
+
+def spread(values: list[float]) -> dict:
+    """Smallest, quartiles and largest of the rounds' values."""
+    q1, median, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
+    return {"min": min(values), "q1": q1, "median": median, "q3": q3, "max": max(values)}
+
+
+def load_average() -> list[float] | None:
+    """Runnable processes averaged over 1, 5 and 15 minutes (None where unknown)."""
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args()
     device = pick_device()
-    untimed, rounds, steps_per_round = (2, 2, 3) if args.quick else (5, 20, 10)
+    load_at_start = load_average()
+    untimed, rounds, steps_per_round = args.untimed, args.rounds, args.steps_per_round
     total = untimed + rounds * steps_per_round
     warmup = max(1, total // 10)
 
@@ -151,15 +208,23 @@ def main() -> None:
         }
     base = results["fp32"]
     for name, row in results.items():
+        round_ratios = [a / b for a, b in zip(per_round[name], per_round["fp32"], strict=True)]
         row["ratio_vs_fp32"] = row["tokens_per_s"] / base["tokens_per_s"]
-        row["median_round_ratio_vs_fp32"] = statistics.median(
-            a / b for a, b in zip(per_round[name], per_round["fp32"], strict=True)
-        )
+        row["median_round_ratio_vs_fp32"] = statistics.median(round_ratios)
+        row["round_ratios_vs_fp32"] = round_ratios
+        row["round_spread"] = {
+            "tokens_per_s": spread(per_round[name]),
+            "ratio_vs_fp32": spread(round_ratios),
+        }
         row["loss_diff_vs_fp32"] = row["val_loss"] - base["val_loss"]
         log(
-            f"{name:8s} {row['tokens_per_s']:9.0f} tok/s  x{row['ratio_vs_fp32']:.2f}  "
+            f"{name:8s} {row['tokens_per_s']:9.0f} tok/s  paired x"
+            f"{row['median_round_ratio_vs_fp32']:.2f} (rounds "
+            f"{min(round_ratios):.2f}..{max(round_ratios):.2f})  "
             f"val loss {row['val_loss']:.4f} ({row['loss_diff_vs_fp32']:+.4f})"
         )
+    load_at_end = load_average()
+    log(f"load average (1, 5, 15 min): start {load_at_start}, end {load_at_end}")
 
     write_json(
         "mixed_precision",
@@ -183,6 +248,12 @@ def main() -> None:
                 "order": "interleaved: fp32, bf16, compile, fp32, ...",
                 "compile_backend": backend,
                 "device": device.type,
+            },
+            "load_average": {
+                "what": "os.getloadavg(): runnable processes over 1, 5, 15 minutes",
+                "cores": os.cpu_count(),
+                "start": load_at_start,
+                "end": load_at_end,
             },
             "results": results,
         },

@@ -23,11 +23,24 @@ What each process does:
 Rank 0 writes ``OUT/final.pt`` (the model's state dict; ``torch.load(..., weights_only=True)``
 reads it) and ``OUT/result.json`` (steps, world size, global batch, final training loss, the
 validation loss on Chapter 5's validation set and its ratio to the language's entropy limit,
-tokens per second). Every ``--ckpt-every`` steps it writes ``OUT/checkpoint.pt`` (model,
-optimiser, schedule and the step, which is all the data stream needs); ``--resume DIR``
-continues from ``DIR/checkpoint.pt``, with any number of processes, and ends with the same
-weights as a run that was never interrupted. (On several machines, every rank must see DIR:
-a shared file system.)
+tokens per second of the steps after the first, so neither compiling nor checkpoint
+writes are counted). Every ``--ckpt-every`` steps it writes ``OUT/checkpoint.pt`` (model,
+optimiser, schedule and the step, which is all the data stream needs).
+
+Resuming: when ``OUT/checkpoint.pt`` exists, the script continues from it automatically, so
+a job that torchrun restarts after a failure (``--max-restarts``) picks up at the last
+checkpoint instead of step 0. Launch such a job with ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``
+in torchrun's environment: without it, restarted ranks here sometimes hung while gloo set up
+the new process group (1 restart in 3; with it, 3 in 3 went through), most likely because
+the store torchrun shares with its workers still held the previous attempt's keys
+(pytorch/pytorch#135712). ``--resume DIR`` continues from ``DIR/checkpoint.pt`` (another
+run's folder) when OUT holds no checkpoint yet. A checkpoint made with other settings (see
+RUN_SETTINGS: everything that changes the weights, the dtype included) stops every rank
+with a message. Resumed with the same number of processes, a run ends with exactly the
+weights of a run that was never interrupted; with another number, the same gradients are
+summed in another order, so the weights agree up to rounding (and the key biases, whose
+true gradient is zero, drift by more: see the appendix "Past one machine"). On several
+machines, every rank must see OUT and DIR: a shared file system.
 
 ``--dtype bf16`` runs the forward pass under bfloat16 autocast (weights, gradients and the
 optimiser stay float32, the loss is computed in float32); ``--dtype fp64`` trains in float64,
@@ -97,6 +110,7 @@ RUN_SETTINGS = (
     "n_layers",
     "d_ff",
     "max_len",
+    "dtype",
 )
 
 
@@ -113,7 +127,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=0, help="initial weights and data stream")
     p.add_argument("--out", type=Path, required=True, help="folder for the results")
-    p.add_argument("--resume", type=Path, help="continue from DIR/checkpoint.pt")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        help="continue from DIR/checkpoint.pt (OUT/checkpoint.pt, if any, comes first)",
+    )
     p.add_argument("--ckpt-every", type=int, default=100, help="checkpoint period (0: never)")
     p.add_argument(
         "--kill-after-step",
@@ -139,7 +157,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile the DDP model")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--val-sentences", type=int, default=5000, help="Chapter 5: 5000")
-    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--log-every", type=int, default=100, help="steps between log lines")
     p.add_argument(
         "--timeout", type=float, default=600, help="seconds a collective may wait for a rank"
     )
@@ -154,7 +172,12 @@ def fail(rank: int, message: str) -> None:
 
 def check_launch(args, rank: int, world: int) -> torch.device:
     """Validate the arguments against the launch; return this rank's device."""
-    if args.global_batch < 1 or args.global_batch % world != 0:
+    if args.global_batch < 1:
+        fail(
+            rank,
+            f"--global-batch must be a positive number of sentences, got {args.global_batch}",
+        )
+    if args.global_batch % world != 0:
         fail(
             rank,
             f"--global-batch {args.global_batch} is not divisible by the world size {world} "
@@ -166,6 +189,14 @@ def check_launch(args, rank: int, world: int) -> torch.device:
             rank,
             f"expected --steps >= 1 and 0 <= --warmup <= --steps, got {args.steps}, {args.warmup}",
         )
+    if args.log_every < 1:
+        fail(rank, f"--log-every must be at least 1, got {args.log_every}")
+    if args.ckpt_every < 0:
+        fail(rank, f"--ckpt-every must be at least 1 (or 0: never), got {args.ckpt_every}")
+    if args.val_sentences < 1:
+        fail(rank, f"--val-sentences must be at least 1, got {args.val_sentences}")
+    if args.timeout <= 0:
+        fail(rank, f"--timeout must be positive, got {args.timeout}")
     if args.kill_after_step is not None and not 1 <= args.kill_after_step < args.steps:
         fail(rank, f"expected 1 <= --kill-after-step < --steps, got {args.kill_after_step}")
     if args.resume is not None and not (args.resume / CHECKPOINT).is_file():
@@ -183,6 +214,32 @@ def check_launch(args, rank: int, world: int) -> torch.device:
             f"{torch.cuda.device_count()}; start at most that many processes per node",
         )
     return torch.device("cuda", local_rank)
+
+
+def find_checkpoint(args, rank: int, device) -> Path | None:
+    """The checkpoint to continue from: OUT's own (a restart), else --resume's, else None.
+
+    OUT/checkpoint.pt comes first, so that a job torchrun restarts (``--max-restarts``)
+    continues from its latest checkpoint even if it was first launched with --resume.
+    Every rank must see the same files: a rank that did not (a folder that is not on a
+    shared file system) would start from another step and wait forever for the others, so
+    the ranks compare what they found (one all-reduce) and all stop if they disagree.
+    """
+    own = args.out / CHECKPOINT
+    path = own if own.is_file() else None
+    if path is None and args.resume is not None:
+        path = args.resume / CHECKPOINT  # check_launch made sure it exists
+    found = torch.tensor([path == own, path is not None], dtype=torch.int64, device=device)
+    lowest, highest = found.clone(), found.clone()
+    dist.all_reduce(lowest, op=dist.ReduceOp.MIN)
+    dist.all_reduce(highest, op=dist.ReduceOp.MAX)
+    if not torch.equal(lowest, highest):
+        fail(
+            rank,
+            f"the ranks do not see the same checkpoint (this one: {path}): put --out "
+            "and --resume on a file system that every machine shares",
+        )
+    return path
 
 
 def batch_seed(seed: int, step: int) -> int:
@@ -266,8 +323,9 @@ def main(argv=None) -> int:
     )
     settings = {key: getattr(args, key) for key in RUN_SETTINGS}
     start_step, resumed_from = 0, None
-    if args.resume is not None:
-        state = torch.load(args.resume / CHECKPOINT, map_location=device, weights_only=True)
+    source = find_checkpoint(args, rank, device)  # the same answer on every rank
+    if source is not None:
+        state = torch.load(source, map_location=device, weights_only=True)
         different = {
             k: (state["settings"].get(k), v)
             for k, v in settings.items()
@@ -276,8 +334,8 @@ def main(argv=None) -> int:
         if different:  # every rank read the same file, so every rank stops here
             fail(
                 rank,
-                f"the checkpoint in {args.resume} was made with other settings "
-                f"(checkpoint, now): {different}",
+                f"{source} was made with other settings (checkpoint, now): {different}; "
+                "resume with the same settings, or train into another --out",
             )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -313,12 +371,19 @@ def main(argv=None) -> int:
             save_atomically(state, out / CHECKPOINT)
         dist.barrier()  # nobody moves on (or exits) before the file is complete
 
+    def now() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
+
     model.train()
     window_loss = torch.zeros(2, dtype=torch.float64, device=device)  # token-loss sum, tokens
     tokens_seen, last_loss, last_window, logged = 0, None, 0, start_step
     clip = args.grad_clip if args.grad_clip > 0 else math.inf
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    # Throughput is timed from the end of this launch's first step (which compiles, under
+    # --compile, and warms up), and checkpoint writes are left out: the training's speed.
+    timed_tokens = torch.zeros((), dtype=torch.int64, device=device)
+    timed_steps, checkpoint_s, timer = 0, 0.0, None
     started = time.perf_counter()
     for step in range(start_step, args.steps):
         inputs, targets = local_batch(lang, vocab, args, step, rank, world)
@@ -334,6 +399,9 @@ def main(argv=None) -> int:
         # sum over this rank's tokens / all tokens, times N: DDP's mean over the N ranks
         # then gives the gradient of the mean over every token of the global batch.
         loss = mean_local * n_local / n_global * world
+        if timer is not None:
+            timed_tokens += n_global
+            timed_steps += 1
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # DDP all-reduces (averages) the gradients here, bucket by bucket
         nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -355,7 +423,11 @@ def main(argv=None) -> int:
                     flush=True,
                 )
         if (args.ckpt_every and done % args.ckpt_every == 0) or done == args.kill_after_step:
+            before = now() if timer is not None else 0.0
             checkpoint(done)
+            checkpoint_s += now() - before if timer is not None else 0.0
+        if timer is None:
+            timer = now()  # the first step is done
         if done == args.kill_after_step:
             if rank == 0:
                 print(f"--kill-after-step {done}: exiting with status {KILLED}", flush=True)
@@ -363,9 +435,10 @@ def main(argv=None) -> int:
             return KILLED
     dist.all_reduce(window_loss)  # what is left of the last window (nothing if it was logged)
     tokens_seen += int(window_loss[1].item())
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - started
+    ended = now()
+    total_s = ended - started
+    seconds = ended - timer - checkpoint_s if timer is not None else 0.0
+    timed = int(timed_tokens.item())
 
     if rank == 0:
         torch.save(model.state_dict(), out / "final.pt")
@@ -388,9 +461,13 @@ def main(argv=None) -> int:
             "val_loss": val,
             "entropy_limit": limit,
             "val_over_limit": val / limit,
+            "tokens": tokens_seen,  # real target tokens trained on in this launch
+            "seconds_total": total_s,  # every step of this launch, checkpoints included
+            # the speed: steps after the first, checkpoint writes left out
+            "timed_steps": timed_steps,
+            "timed_tokens": timed,
             "seconds": seconds,
-            "tokens": tokens_seen,
-            "tokens_per_s": tokens_seen / seconds if seconds > 0 else None,
+            "tokens_per_s": timed / seconds if timed_steps and seconds > 0 else None,
             "settings": settings,
         }
         (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
