@@ -6,8 +6,9 @@ three implementations of the same function, side by side in one process:
 - ``plain``: the attention of the book written out here in plain torch,
   softmax(Q K^T / sqrt(d_k)) with the causal mask, times V;
 - ``tinyformer``: ``tinyformer.attention.MultiHeadAttention`` with ``causal_mask(T)``,
-  returning its weights as the chapters ask it to (so on its written-out path; without
-  ``return_weights`` it hands the core to ``F.scaled_dot_product_attention``);
+  inside ``record_attention``, which keeps its weights as the chapters do to draw them (so
+  on its written-out path; outside ``record_attention`` the module hands the core to
+  ``F.scaled_dot_product_attention``);
 - ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention(..., is_causal=True)``,
   PyTorch's fused kernel.
 
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from common import log, measure, parse_args, pick_device, synchronize, write_json
 
-from tinyformer.attention import MultiHeadAttention, causal_mask
+from tinyformer.attention import MultiHeadAttention, causal_mask, record_attention
 from tinyformer.layers import FeedForward
 
 LENGTHS = (64, 128, 256, 512, 1024, 2048)
@@ -55,6 +56,12 @@ def multi_head(mha: MultiHeadAttention, x: torch.Tensor, core) -> torch.Tensor:
     k = mha._split_heads(mha.k_proj(x))
     v = mha._split_heads(mha.v_proj(x))
     return mha.out_proj(mha._merge_heads(core(q, k, v)))
+
+
+def recorded(mha: MultiHeadAttention, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``mha(x, mask=mask)`` inside ``record_attention``: the written-out path, weights kept."""
+    with record_attention(mha):
+        return mha(x, mask=mask)
 
 
 def forward_backward(module: torch.nn.Module, x: torch.Tensor, forward, grad: torch.Tensor):
@@ -106,7 +113,7 @@ def main() -> None:
             "plain": lambda x, mask=mask: multi_head(
                 mha, x, lambda q, k, v: plain_attention(q, k, v, mask)
             ),
-            "tinyformer": lambda x, mask=mask: mha(x, mask=mask, return_weights=True)[0],
+            "tinyformer": lambda x, mask=mask: recorded(mha, x, mask),
             "sdpa": lambda x: multi_head(
                 mha, x, lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)
             ),

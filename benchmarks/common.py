@@ -74,6 +74,9 @@ def machine(device: torch.device) -> dict:
         "device": device.type,
         "device_name": cpu_model(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        # Runnable processes averaged over the last minute, at the end of the run: above
+        # the core count, other work was competing for the processor and timings suffer.
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     if device.type == "cuda":
         record["device_name"] = torch.cuda.get_device_name(device)

@@ -1,18 +1,25 @@
 """Generation speed with and without the KV cache, for two decoder-only models.
 
-``tinyformer.generate.generate`` continues a one-token prompt by N new tokens (batch 1,
-sampling at temperature 1 from a generator seeded afresh for every run), once with the KV
-cache (``use_cache=True``: one new token per step through every layer, attending over the
-cached keys and values) and once without (``use_cache=False``: the whole prefix through
-every layer at every step). The two must produce the same tokens; the script records
-whether they did. Models, with random weights:
+``tinyformer.decode.generate`` continues a one-token prompt by N new tokens (batch 1,
+sampling at temperature 1 from a generator seeded afresh for every run), three ways:
 
-- ``chapter5``: the language model of Chapter 5, ``DecoderLM(V, d_model=64, n_heads=4,
-  n_layers=2, d_ff=256, tie_weights=False)`` over the toy language's vocabulary;
+- ``cache``: ``use_cache=True``, the package's simple ``KVCache`` (``torch.cat`` at every
+  step): one new token per step through every layer, attending over the cached keys and
+  values;
+- ``buffered``: the same step loop (``tinyformer.decode.decode_loop``, as ``generate`` runs
+  it) with a cache of ``tinyformer.fast.BufferedKVCache``, one per layer, which writes
+  each new key and value into a buffer that doubles when full instead of copying;
+- ``no_cache``: ``use_cache=False``, the whole prefix through every layer at every step.
+
+All three must produce the same tokens; the script records whether they did. Models, with
+random weights:
+
+- ``chapter5``: the language model of Chapter 5, ``TransformerConfig(V, d_model=64,
+  n_heads=4, n_layers=2, d_ff=256, tie_weights=False)`` over the toy language's vocabulary;
 - ``baby_gpt``: nanoGPT's "baby GPT" shape, 6 layers, 6 heads, d_model 384, d_ff 1536,
   over a 65-token vocabulary.
 
-Reported: new tokens per second each way and their ratio (cache / no cache) per N. The
+Reported: new tokens per second each way and the ratios to ``no_cache`` per N. The
 course's target is a ratio of at least 5 for ``baby_gpt`` at N = 256 on a CPU.
 
 Also per model, what bounds a cached step from below (``weight_reading``): with one new
@@ -28,18 +35,21 @@ from __future__ import annotations
 import torch
 from common import log, measure, parse_args, pick_device, write_json
 
+from tinyformer.config import TransformerConfig
+from tinyformer.decode import decode_loop, generate, sample_next
 from tinyformer.decoder import DecoderLM
-from tinyformer.generate import generate
+from tinyformer.fast import BufferedKVCache
 from tinyformer.language import ToyLanguage
 from tinyformer.vocab import Vocab
 
 NEW_TOKENS = (64, 256, 1024)
 QUICK_NEW_TOKENS = (16, 32)
 SEED = 0
+WAYS = ("cache", "buffered", "no_cache")
 
 
 def models(max_len: int) -> dict:
-    """The two model shapes, as keyword arguments of DecoderLM."""
+    """The two model shapes, as keyword arguments of TransformerConfig."""
     toy_vocab = len(Vocab(ToyLanguage().words))
     return {
         "chapter5": dict(
@@ -55,6 +65,26 @@ def models(max_len: int) -> dict:
             vocab_size=65, d_model=384, n_heads=6, n_layers=6, d_ff=1536, max_len=max_len
         ),
     }
+
+
+def generate_buffered(model, prompt, max_new_tokens, generator) -> torch.Tensor:
+    """``generate(model, prompt, max_new_tokens, generator=generator)`` with a BufferedKVCache.
+
+    The same step loop as ``generate`` (``decode_loop``: feed the new tokens, take the last
+    position's logits, sample at temperature 1), with one ``BufferedKVCache`` per layer in
+    place of ``model.new_cache()``'s simple ones.
+    """
+    cache = [BufferedKVCache() for _ in model.decoder.blocks]
+
+    def next_logits(tokens, new):
+        return model(new, cache=cache)[:, -1]  # (B, V)
+
+    def pick(logits):
+        return sample_next(logits, generator=generator)
+
+    with torch.no_grad():
+        tokens, _ = decode_loop(next_logits, prompt, max_new_tokens, pick)
+    return tokens
 
 
 def weight_reading(model: torch.nn.Module, device: torch.device, budget: float) -> dict:
@@ -97,33 +127,36 @@ def main() -> None:
     results = {}
     for name, config in models(max_len).items():
         torch.manual_seed(0)
-        model = DecoderLM(**config).to(device).eval()
+        model = DecoderLM(TransformerConfig(**config)).to(device).eval()
         prompt = torch.zeros(1, 1, dtype=torch.long, device=device)  # one token, id 0
 
-        def run(n: int, use_cache: bool, model=model, prompt=prompt) -> torch.Tensor:
+        def run(n: int, way: str, model=model, prompt=prompt) -> torch.Tensor:
             generator = torch.Generator().manual_seed(SEED)  # the same draws every run
-            return generate(model, prompt, n, generator=generator, use_cache=use_cache)
+            if way == "buffered":
+                return generate_buffered(model, prompt, n, generator)
+            return generate(model, prompt, n, generator=generator, use_cache=way == "cache")
 
-        for use_cache in (True, False):  # warm up both code paths
-            run(8, use_cache)
+        for way in WAYS:  # warm up every code path
+            run(8, way)
 
         rows = []
         for n in new_tokens:
             outputs, timings = {}, {}
-            for use_cache in (True, False):
-                key = "cache" if use_cache else "no_cache"
+            for way in WAYS:
 
-                def step(n=n, use_cache=use_cache, key=key, outputs=outputs):
-                    outputs[key] = run(n, use_cache)
+                def step(n=n, way=way, outputs=outputs):
+                    outputs[way] = run(n, way)
 
-                timings[key] = measure(step, device, repeats=repeats, warmup=0, budget=budget)
-            identical = torch.equal(outputs["cache"], outputs["no_cache"])
-            tokens_per_s = {key: n / t["median_s"] for key, t in timings.items()}
+                timings[way] = measure(step, device, repeats=repeats, warmup=0, budget=budget)
+            identical = all(torch.equal(outputs[way], outputs["no_cache"]) for way in WAYS)
+            tokens_per_s = {way: n / t["median_s"] for way, t in timings.items()}
             speedup = tokens_per_s["cache"] / tokens_per_s["no_cache"]
+            speedup_buffered = tokens_per_s["buffered"] / tokens_per_s["no_cache"]
             log(
                 f"{name:8s} N={n:5d}: cache {tokens_per_s['cache']:9.1f} tok/s, "
-                f"no cache {tokens_per_s['no_cache']:9.1f} tok/s, ratio {speedup:6.2f}, "
-                f"identical {identical}"
+                f"buffered {tokens_per_s['buffered']:9.1f} tok/s, "
+                f"no cache {tokens_per_s['no_cache']:9.1f} tok/s, ratios {speedup:6.2f} "
+                f"and {speedup_buffered:6.2f}, identical {identical}"
             )
             rows.append(
                 {
@@ -133,6 +166,7 @@ def main() -> None:
                     "runs": {key: len(t["rounds_s"]) * t["number"] for key, t in timings.items()},
                     "tokens_per_s": tokens_per_s,
                     "speedup_cache_over_no_cache": speedup,
+                    "speedup_buffered_over_no_cache": speedup_buffered,
                     # Keys and values, float32, of every layer at the final length, one sequence.
                     "kv_cache_bytes": 2 * config["n_layers"] * (1 + n) * config["d_model"] * 4,
                 }
@@ -154,13 +188,15 @@ def main() -> None:
         "generation",
         {
             "quick": args.quick,
-            "what": "new tokens per second of tinyformer.generate.generate, with and without KV cache",
+            "what": "new tokens per second of tinyformer.decode.generate: with the simple "
+            "KVCache, with tinyformer.fast.BufferedKVCache, and without a cache",
             "setup": {
                 "batch": 1,
                 "prompt_tokens": 1,
                 "temperature": 1.0,
                 "seed": SEED,
                 "new_tokens": list(new_tokens),
+                "ways": list(WAYS),
                 "device": device.type,
             },
             "target": {"model": "baby_gpt", "new_tokens": 256, "min_speedup": 5.0},

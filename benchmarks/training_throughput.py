@@ -3,7 +3,7 @@
 Both models are the same function: pre-LN, ReLU, dropout 0, learned positions, separate
 (untied) source and target embeddings and output layer. The torch model is
 ``nn.Transformer`` wrapped in the same embeddings and output layer, and starts from the
-same weights (copied with ``tinyformer.compat.load_transformer_from_torch``; the script
+same weights (copied with ``tinyformer.torch_bridge.load_transformer_from_torch``; the script
 checks that both give the same logits). Both get the same masks: a causal mask on the
 target and a key-padding mask built from the source.
 
@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from common import log, parse_args, pick_device, synchronize, write_json
 from torch import nn
 
-from tinyformer.compat import load_transformer_from_torch
+from tinyformer.config import TransformerConfig
 from tinyformer.seq2seq import EncoderDecoder
+from tinyformer.torch_bridge import load_transformer_from_torch
 
 VOCAB = 64  # source and target vocabulary sizes (id 0 is the padding token)
 BATCH, SRC_LEN, TGT_LEN, MAX_LEN = 32, 24, 24, 32
@@ -88,24 +89,30 @@ class TorchSeq2Seq(nn.Module):
 def build_pair(config: dict, device: torch.device):
     """tinyformer's model and the torch model, holding the same weights."""
     ours = EncoderDecoder(
-        VOCAB,
-        VOCAB,
-        max_len=MAX_LEN,
-        dropout=0.0,
-        norm_first=True,
-        positional="learned",
-        pad_id=0,
-        tie_weights=False,
-        activation="relu",
-        **config,
+        TransformerConfig(
+            vocab_size=VOCAB,
+            src_vocab_size=VOCAB,
+            d_model=config["d_model"],
+            n_heads=config["n_heads"],
+            n_layers=config["n_decoder_layers"],
+            n_encoder_layers=config["n_encoder_layers"],
+            d_ff=config["d_ff"],
+            max_len=MAX_LEN,
+            dropout=0.0,
+            norm_first=True,
+            positional="learned",
+            pad_id=0,
+            tie_weights=False,
+            activation="relu",
+        )
     )
     theirs = TorchSeq2Seq(**config)
     load_transformer_from_torch(ours, theirs.transformer)
     with torch.no_grad():
         theirs.src_emb.weight.copy_(ours.encoder.tok_emb.weight)
         theirs.src_pos.copy_(ours.encoder.pos.weight)
-        theirs.tgt_emb.weight.copy_(ours.tok_emb.weight)
-        theirs.tgt_pos.copy_(ours.pos.weight)
+        theirs.tgt_emb.weight.copy_(ours.decoder.tok_emb.weight)
+        theirs.tgt_pos.copy_(ours.decoder.pos.weight)
         theirs.lm_head.weight.copy_(ours.lm_head.weight)
     return ours.to(device), theirs.to(device)
 

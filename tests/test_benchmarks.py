@@ -19,10 +19,11 @@ import pytest
 import torch
 from conftest import ROOT
 
+from tinyformer.config import TransformerConfig
 from tinyformer.decoder import DecoderLM
 
 BENCHMARKS = ROOT / "benchmarks"
-SCRIPTS = ["attention_scaling", "training_throughput", "generation", "notebooks"]
+SCRIPTS = ["attention_scaling", "training_throughput", "generation", "notebooks", "mixed_precision"]
 MACHINE_KEYS = {
     "cpu",
     "logical_cores",
@@ -115,8 +116,11 @@ def test_generation_with_and_without_cache_is_identical(results):
         assert [row["new_tokens"] for row in model["rows"]] == [16, 32], name
         for row in model["rows"]:
             assert row["identical"] is True, (name, row["new_tokens"])
+            # The simple KVCache, tinyformer.fast.BufferedKVCache, and no cache at all.
+            assert set(row["tokens_per_s"]) == {"cache", "buffered", "no_cache"}
             assert all(positive(v) for v in row["tokens_per_s"].values())
             assert positive(row["speedup_cache_over_no_cache"])
+            assert positive(row["speedup_buffered_over_no_cache"])
     assert data["results"]["baby_gpt"]["config"]["d_model"] == 384
 
 
@@ -125,7 +129,7 @@ def test_generation_times_reading_every_weight_matrix(results):
     for name, model in data["results"].items():
         reading = model["weight_reading"]
         # Every nn.Linear of the model, each weight read once: 4 bytes per float32 number.
-        layers = DecoderLM(**model["config"]).modules()
+        layers = DecoderLM(TransformerConfig(**model["config"])).modules()
         linears = [m for m in layers if isinstance(m, torch.nn.Linear)]
         assert reading["linear_layers"] == len(linears) > 0, name
         assert reading["weight_bytes"] == 4 * sum(m.weight.numel() for m in linears), name
@@ -151,6 +155,21 @@ def test_make_bench_runs_every_script():
     assert match, "the Makefile has no `bench` target"
     assert all(name in match.group(1) for name in SCRIPTS), "`make bench` misses a script"
     assert re.search(r"^\.PHONY:.*\bbench\b", makefile, flags=re.M)
+
+
+def test_mixed_precision(results):
+    data = load(results, "mixed_precision")
+    assert data["setup"]["compile_backend"] == "aot_eager", "--quick compiles without codegen"
+    assert set(data["results"]) == {"fp32", "bf16", "compile"}
+    rounds = data["setup"]["rounds"]
+    for name, row in data["results"].items():
+        assert positive(row["tokens_per_s"]) and positive(row["ratio_vs_fp32"]), name
+        assert len(row["tokens_per_s_rounds"]) == rounds, name
+        assert math.isfinite(row["val_loss"]) and math.isfinite(row["loss_diff_vs_fp32"]), name
+    assert data["results"]["fp32"]["ratio_vs_fp32"] == 1.0
+    # The compiled model computes what the eager one does; bfloat16 rounds, a little.
+    assert abs(data["results"]["compile"]["loss_diff_vs_fp32"]) < 1e-3
+    assert abs(data["results"]["bf16"]["loss_diff_vs_fp32"]) < 0.05
 
 
 def test_no_quick_results_are_committed():
