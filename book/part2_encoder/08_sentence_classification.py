@@ -35,56 +35,60 @@ if "google.colab" in sys.modules:
 # %% [markdown]
 # # 8. Sentence classification
 #
-# Chapter 7 trained an encoder to fill in hidden words, and it came within a hair of the
-# best possible guess. Nobody needs a model that fills in blanks in a toy language. What
-# we want is the *knowledge* that filling in blanks forced into the encoder, reused for a
-# task we care about. That is the recipe of BERT {cite}`devlin2019bert`: **pre-train** on
-# plenty of unlabelled text, then **fine-tune** on a few labelled examples.
+# <a class="colab-badge" href="https://colab.research.google.com/github/tinyformer/transformers-from-scratch/blob/main/book/part2_encoder/08_sentence_classification.ipynb">Open in Colab</a> · runs in about 60 s on two CPU cores
+#
+# [Chapter 7](07_masked_language_modelling.ipynb) trained an encoder to fill in hidden
+# words, and it came within a hair of the best possible guess. Nobody needs a model that
+# fills in blanks in a toy language. What we want is the *knowledge* that filling in
+# blanks forced into the encoder, reused for a task we care about. That is the recipe of
+# BERT {cite}`devlin2019bert`: **pre-train** on plenty of unlabelled text, then
+# **fine-tune** on a few labelled examples.
 #
 # Our task: is a sentence grammatical, or has its {term}`agreement` been broken? It is the
 # test that Linzen and colleagues used to probe what sequence models know about syntax
-# {cite}`linzen2016assessing`, turned into a classifier.
+# {cite}`linzen2016assessing`, turned into a classifier. Before we train anything we ask
+# how far simple rules get, because a task that a one-line rule solves tells us nothing
+# about a transformer.
 #
 # **Learning goals.** After this chapter you can
 #
-# - build a balanced data set of grammatical and broken-agreement sentences, and explain
-#   why the only way to solve it is to find the subject and check the verb;
+# - build a balanced data set of grammatical and broken-agreement sentences, and measure
+#   the simple rules that could solve it (first noun, nearest noun, word counts, a
+#   bag-of-words model) before crediting a model with "finding the subject";
+# - see that on the course's default language the rule "every verb agrees with the first
+#   noun" is perfect, and make the task honest with a language option that puts other
+#   nouns before the subject;
 # - put a classification head on an encoder, pooling `(B, T, D)` into `(B, D)` either at
-#   the `<bos>` position (BERT's `[CLS]`) or by a mean over real tokens, and check it
-#   against `tinyformer.encoder.SequenceClassifier`;
-# - fine-tune a pre-trained masked-language-model encoder and compare it with the same
-#   network trained from scratch, as a function of the number of labelled examples;
-# - reach more than 99.5 % accuracy on held-out sentences, including the hard ones where
-#   an {term}`attractor` of the other number stands between subject and verb.
+#   the `<bos>` position (in the place of BERT's `[CLS]`) or by a mean over real tokens,
+#   and check it against `tinyformer.encoder.SequenceClassifier`;
+# - fine-tune a pre-trained masked-language-model encoder, beat every simple rule by a
+#   wide margin, and compare it with the same network trained from scratch with the
+#   same compute, as a function of the number of labelled examples.
 
 # %%
 import copy
 import random
+from collections import Counter, defaultdict
 
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from matplotlib_inline.backend_inline import set_matplotlib_formats
-from tinyformer.encoder import (
-    Encoder,
-    MaskedLM,
-    SequenceClassifier,
-    mask_tokens,
-    mlm_loss,
-)
+from tinyformer.attention import record_attention
+from tinyformer.config import TransformerConfig
+from tinyformer.encoder import MaskedLM, SequenceClassifier
 from tinyformer.language import ToyLanguage
+from tinyformer.objectives import mask_tokens, mlm_loss
 from tinyformer.plot import plot_attention
-from tinyformer.train import set_seed, train
+from tinyformer.stack import TransformerStack
+from tinyformer.train import evaluating, set_seed, train
 from tinyformer.vocab import Vocab
 
 set_seed(0)  # seeds Python, NumPy and torch
-set_matplotlib_formats(
-    "png"
-)  # PNG figures: the same in the book, on GitHub and in Colab
+# PNG figures at twice the pixels (same size on the page): the same in the book, on
+# GitHub and in Colab.
+set_matplotlib_formats("retina")
 torch.set_printoptions(precision=3, sci_mode=False)
-
-lang = ToyLanguage()
-vocab = Vocab(lang.words)
 
 # %% [markdown]
 # ## The task: is the agreement right?
@@ -95,133 +99,290 @@ vocab = Vocab(lang.words)
 # ungrammatical:
 
 # %%
+default_lang = ToyLanguage()  # the language of Chapters 1-7
 sentence = "the dog near the cats sleeps".split()
-broken = lang.break_agreement(sentence)
-print(" ".join(sentence), "->", lang.is_grammatical(sentence))
-print(" ".join(broken), "  ->", lang.is_grammatical(broken))
+broken = default_lang.break_agreement(sentence)
+print(" ".join(sentence), "->", default_lang.is_grammatical(sentence))
+print(" ".join(broken), "  ->", default_lang.is_grammatical(broken))
 
 # %% [markdown]
 # A data set is a list of sentences with labels, 1 for grammatical and 0 for broken. We
 # draw the grammatical half with `lang.sample` and the broken half by breaking *other*
 # samples, so a sentence and its own broken twin never meet (if they did, a model could
 # learn to compare near-duplicates; and a test sentence's twin could sit in the training
-# set). The halves are equal, so always answering "grammatical" scores exactly 50 %.
+# set). The halves are equal, so always answering "grammatical" scores 50 %.
 #
 # For every sentence we keep `lang.analyse`'s answer too: where the subject and the main
-# verb are, and whether an attractor noun of the other number stands between them. The
-# broken sentences no longer parse, so they are analysed before being broken; the flip
-# changes the verb only, so subject, verb position and attractors stay the same.
+# verb are, and which attractor nouns stand between them. The broken sentences no longer
+# parse, so they are analysed before being broken; the flip changes the verb only, so
+# subject, verb position and attractors stay the same.
+#
+# A toy language repeats itself: short sentences such as *the dog sleeps* come up again
+# and again. A held-out sentence that also occurs in the training set tests memory, not
+# generalisation, so we drop every held-out sentence that the training set contains.
 
 
 # %%
-def make_dataset(n, seed, analyse_all=True):
+def make_dataset(lang, n, seed):
     """n sentences, half grammatical (label 1) and half broken (label 0), shuffled.
 
     Returns (sentences, labels, analyses): analyses[i] describes sentence i's subject,
-    main verb and attractors (for a broken sentence, those of the sentence it came from).
-    Parsing is the slow part, so with analyse_all=False only the broken half is analysed
-    (the others get None).
+    main verb and attractors (for a broken sentence, those of the sentence it came
+    from).
     """
     good = lang.sample(n // 2, seed=seed)
     to_break = lang.sample(n - n // 2, seed=seed + 1)  # other sentences
-    infos = [lang.analyse(s) for s in to_break]
+    infos = [lang.analyse(s) for s in good + to_break]
     # lang.break_agreement, written with the analysis we already have (saves a parse)
     bad = [
         s[: a.verb] + [lang.flip_number(s[a.verb])] + s[a.verb + 1 :]
-        for s, a in zip(to_break, infos, strict=True)
+        for s, a in zip(to_break, infos[len(good) :], strict=True)
     ]
-    assert bad[:10] == [
-        lang.break_agreement(s) for s in to_break[:10]
-    ]  # the same thing
-    infos = [lang.analyse(s) if analyse_all else None for s in good] + infos
+    assert bad[:10] == [lang.break_agreement(s) for s in to_break[:10]]  # the same
     sentences, labels = good + bad, [1] * len(good) + [0] * len(bad)
     order = list(range(n))
     random.Random(seed).shuffle(order)
-    return (
-        [sentences[i] for i in order],
-        [labels[i] for i in order],
-        [infos[i] for i in order],
-    )
+    return tuple([column[i] for i in order] for column in (sentences, labels, infos))
+
+
+def held_out(lang, train_sents, n, seed):
+    """make_dataset(lang, n, seed) without the sentences that occur in train_sents."""
+    seen = {tuple(s) for s in train_sents}
+    rows = list(zip(*make_dataset(lang, n, seed), strict=True))
+    kept = [row for row in rows if tuple(row[0]) not in seen]
+    return (*([row[k] for row in kept] for k in range(3)), 1 - len(kept) / n)
 
 
 N_TRAIN, N_TEST = 4096, 2000
-train_sents, train_labels, _ = make_dataset(N_TRAIN, seed=10, analyse_all=False)
-test_sents, test_labels, test_info = make_dataset(N_TEST, seed=20)
-
-for s, y in list(zip(train_sents, train_labels, strict=True))[:6]:
+d_train = make_dataset(default_lang, N_TRAIN, seed=10)
+*d_test, d_dropped = held_out(default_lang, d_train[0], N_TEST, seed=20)
+for s, y in list(zip(*d_train[:2], strict=True))[:5]:
     print(y, " ".join(s))
-print("training:", len(train_sents), "sentences,", sum(train_labels), "grammatical")
-print("held out:", len(test_sents), "sentences,", sum(test_labels), "grammatical")
+print(f"held out: {len(d_test[0])} sentences, {sum(d_test[1])} grammatical;", end=" ")
+print(f"{d_dropped:.1%} of the {N_TEST} drawn also occur in training and were dropped")
 
 # %% [markdown]
-# ### Only agreement tells the classes apart
+# ## Four rules, before any model
 #
-# Breaking agreement swaps a verb for its other-number form, and the two numbers are
-# equally likely, so every word is as frequent in broken sentences as in grammatical
-# ones. A model that counts words, ignoring their order and relations, is at chance:
-
+# Which simple rules could tell the two classes apart? Each looks at the words only,
+# using each noun's and verb's number (`lang.number`), never the parse:
+#
+# - **first noun**: the sentence is grammatical when every verb agrees with its first
+#   noun;
+# - **nearest noun**: when every verb agrees with the closest noun before it;
+# - **counts**: count the singular nouns, plural nouns, singular verbs and plural verbs,
+#   and answer, for each combination of the four counts, the majority label of the
+#   training sentences with that combination: the best any rule on these counts can do
+#   on the training set. (A logistic regression on the same four counts is printed too.)
+# - **bag of words**: a logistic regression on how often each of the 42 words occurs,
+#   trained on the training sentences.
 
 # %%
-def word_frequencies(sentences):
-    """Relative frequency of every word of the language in a list of sentences."""
-    counts = dict.fromkeys(lang.words, 0)
-    for s in sentences:
-        for w in s:
-            counts[w] += 1
-    total = sum(counts.values())
-    return {w: c / total for w, c in counts.items()}
+KIND = {}  # word -> "noun" or "verb", for the words that have a number
+for rule in default_lang.grammar.rules:
+    if rule.lhs.split(".")[0] in ("N", "Vi", "Vt"):
+        KIND[rule.rhs[0]] = "noun" if rule.lhs.startswith("N.") else "verb"
 
 
-good_freq = word_frequencies(
-    [s for s, y in zip(train_sents, train_labels, strict=True) if y == 1]
-)
-bad_freq = word_frequencies(
-    [s for s, y in zip(train_sents, train_labels, strict=True) if y == 0]
-)
-for w in ["dog", "dogs", "sleeps", "sleep", "near"]:
-    print(f"{w:7s} grammatical {good_freq[w]:.4f}   broken {bad_freq[w]:.4f}")
-largest = max(abs(good_freq[w] - bad_freq[w]) for w in lang.words)
-print(f"largest difference over all {len(lang.words)} words: {largest:.4f}")
+def first_noun_rule(lang, words):
+    """1 when every verb agrees with the first noun of the sentence."""
+    nouns = [lang.number(w) for w in words if KIND.get(w) == "noun"]
+    return int(all(lang.number(w) == nouns[0] for w in words if KIND.get(w) == "verb"))
+
+
+def nearest_noun_rule(lang, words):
+    """1 when every verb agrees with the closest noun before it."""
+    last_noun, ok = None, True
+    for w in words:
+        if KIND.get(w) == "noun":
+            last_noun = lang.number(w)
+        elif KIND.get(w) == "verb":
+            ok = ok and lang.number(w) == last_noun
+    return int(ok)
+
+
+def counts(lang, words):
+    """(singular nouns, plural nouns, singular verbs, plural verbs) of a sentence."""
+    c = Counter((KIND[w], lang.number(w)) for w in words if w in KIND)
+    return (c["noun", "sg"], c["noun", "pl"], c["verb", "sg"], c["verb", "pl"])
+
+
+def logistic_regression(X, y, Z):
+    """Fit P(label 1) = sigmoid(x.w + b) on X (N, F), y (N,) by L-BFGS; predict Z."""
+    mu, sd = X.mean(0), X.std(0).clamp_min(1e-6)  # standardise the features
+    X, Z = (X - mu) / sd, (Z - mu) / sd
+    w = torch.zeros(X.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    y = torch.tensor(y, dtype=torch.float64)
+    optimizer = torch.optim.LBFGS([w, b], max_iter=200)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(X @ w + b, y) + 1e-4 * w.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return ((Z @ w + b) > 0).long().tolist()
+
+
+def rule_predictions(lang, train_set, test_set):
+    """Each rule's predictions (0/1) for every held-out sentence."""
+    (train_s, train_y, _), (test_s, _, _) = train_set, test_set
+    votes = defaultdict(Counter)  # counts -> labels of the training sentences
+    for s, y in zip(train_s, train_y, strict=True):
+        votes[counts(lang, s)][y] += 1
+    index = {w: i for i, w in enumerate(lang.words)}
+
+    def features(sentences, kind):
+        if kind == "counts":
+            return torch.tensor(
+                [counts(lang, s) for s in sentences], dtype=torch.float64
+            )
+        X = torch.zeros(len(sentences), len(index), dtype=torch.float64)
+        for i, s in enumerate(sentences):
+            for w in s:
+                X[i, index[w]] += 1
+        return X
+
+    def fit(kind):
+        return logistic_regression(
+            features(train_s, kind), train_y, features(test_s, kind)
+        )
+
+    return {
+        "first noun": [first_noun_rule(lang, s) for s in test_s],
+        "nearest noun": [nearest_noun_rule(lang, s) for s in test_s],
+        "counts (best table)": [
+            int(votes[counts(lang, s)][1] >= votes[counts(lang, s)][0]) for s in test_s
+        ],
+        "counts (logistic)": fit("counts"),
+        "bag of words (logistic)": fit("bag"),
+    }
+
+
+def accuracy_of(predictions, labels):
+    return sum(int(p == y) for p, y in zip(predictions, labels, strict=True)) / len(
+        labels
+    )
+
+
+default_rules = rule_predictions(default_lang, d_train, d_test)
+for name, pred in default_rules.items():
+    print(f"{name:24s} {accuracy_of(pred, d_test[1]):.3f}")
 
 # %% [markdown]
-# The differences are sampling noise (a few thousandths). What separates the classes is
-# a **relation** between two words: the subject's head noun and the main verb. To find
-# the subject the model must parse, at least roughly: skip the determiner and adjectives,
-# and skip a prepositional phrase or relative clause that may stand in between.
+# On the course's default language, the first-noun rule is **perfect**. The subject is
+# always the first noun of the sentence (modifiers only ever follow it), and every verb
+# of a grammatical sentence agrees with it, the verb of a relative clause included (*the
+# dog that sees the cats sleeps*: *sees* agrees with *dog*). A model could score 100 %
+# here without knowing anything about the structure between subject and verb. The
+# count table does well too: a broken sentence often has a verb of a number that no noun
+# has, or two verbs that disagree, and counts see that. Only rules that ignore how
+# numbers combine (the two linear models) are at chance.
 #
-# How much does the "roughly" cost? A tempting shortcut is to check the verb against the
-# **closest noun before it**. We even grant it the main verb's position. It is right
-# whenever the closest noun is the subject or agrees with it, and wrong exactly when an
-# attractor of the other number stands in between:
-
+# So on this language "find the subject" is a claim the task cannot test. We change the
+# language.
+#
+# ## A harder language: the first noun is not always the subject
+#
+# `ToyLanguage` takes two options, off by default, that put other nouns before the
+# subject or between the subject and its verb:
+#
+# - a **fronted prepositional phrase** (`p_fronted_pp`): *near the cats the dog
+#   sleeps*. The first noun is the prepositional phrase's, of either number;
+# - an **object relative clause** (a fourth entry of `p_modifier`): *the dog that the
+#   cats chase sleeps*. The relative clause has its own subject (*cats*) and its own verb
+#   (*chase*), which agrees with *cats*, not with *dog*; the main verb agrees with *dog*.
+#
+# The grammar stays unambiguous, so everything exact still works: after *that*, a subject
+# relative clause starts with a verb and an object relative clause with a determiner, and
+# a sentence starts with a preposition exactly when it has a fronted phrase. We keep
+# subject relative clauses and prepositional phrases after the subject too, so attractors
+# stand between subject and verb as before.
 
 # %%
-def closest_noun_guess(words, info):
-    """1 if the main verb agrees with the closest noun before it, else 0.
-
-    The nouns between subject and verb are the attractors, so the closest noun is the
-    last attractor, or the subject when there is none.
-    """
-    noun = info.attractors[-1] if info.attractors else info.subject
-    return int(lang.number(words[noun]) == lang.number(words[info.verb]))
-
-
-test_y = torch.tensor(test_labels)  # (N_TEST,)
-hard = torch.tensor([a.has_mismatched_attractor for a in test_info])  # (N_TEST,) bool
-guess = torch.tensor(
-    [closest_noun_guess(s, a) for s, a in zip(test_sents, test_info, strict=True)]
-)
-right = (guess == test_y).float()
-print(f"held-out sentences with a mismatched attractor: {hard.float().mean():.3f}")
-print(f"closest-noun rule, all held-out sentences:      {right.mean():.3f}")
-print(f"closest-noun rule, mismatched attractor:        {right[hard].mean():.3f}")
-print(f"closest-noun rule, all others:                  {right[~hard].mean():.3f}")
+HARD = dict(
+    p_modifier=(0.2, 0.3, 0.2, 0.3), p_fronted_pp=0.3
+)  # plain, PP, RC, object RC
+lang = ToyLanguage(**HARD)
+vocab = Vocab(lang.words)
+print("same words as the default language:", lang.words == default_lang.words)
+for s in ("near the cats the dog sleeps", "the dog that the cats chase sleeps"):
+    words = s.split()
+    a = lang.analyse(words)
+    print(f"{s!r}: subject {words[a.subject]!r}, verb {words[a.verb]!r},", end=" ")
+    print(f"broken: {' '.join(lang.break_agreement(words))!r}")
+samples = lang.sample(500, seed=1)
+parses = Counter(len(lang.grammar.parses(s)) for s in samples)
+print("derivations per sampled sentence:", dict(parses))
+print("longest of 500 samples:", max(map(len, samples)), "words")
 
 # %% [markdown]
-# About a quarter of the sentences carry a mismatched attractor, and on those the rule is
-# always wrong: it calls *the dog near the cats sleeps* broken and *the dog near the cats
-# sleep* grammatical. These are the **hard case**, and we report accuracy on them
-# separately throughout. A classifier that reaches 99.5 % overall must get them right.
+# Every sampled sentence has exactly one derivation, so `lang.log_prob`,
+# `lang.masked_distribution` and `lang.analyse` are exact as before (the package's tests
+# check the option further: the default grammar is unchanged, probabilities match, broken
+# sentences are ungrammatical). The same data sets, now from this language:
+
+# %%
+train_sents, train_labels, _ = train_set = make_dataset(lang, N_TRAIN, seed=10)
+*test_set, dropped = held_out(lang, train_sents, N_TEST, seed=20)
+test_sents, test_labels, test_info = test_set
+N_HELD = len(test_sents)
+for s, y in list(zip(train_sents, train_labels, strict=True))[:5]:
+    print(y, " ".join(s))
+print(f"held out: {N_HELD} sentences, {sum(test_labels)} grammatical;", end=" ")
+print(f"{dropped:.1%} of the {N_TEST} drawn also occur in training and were dropped")
+
+# %% [markdown]
+# Two kinds of held-out sentence are hard for a rule, and we report them separately
+# throughout: those with an **attractor** of the other number between subject and main
+# verb (`Analysis.has_mismatched_attractor`), and those whose **first noun is not the
+# subject** and has the other number (a fronted phrase's noun).
+
+# %%
+test_y = torch.tensor(test_labels)  # (N_HELD,)
+hard = torch.tensor([a.has_mismatched_attractor for a in test_info])  # (N_HELD,) bool
+
+
+def first_noun_mismatch(words, a):
+    """True when the first noun is not the subject and has the other number."""
+    first = next(i for i, w in enumerate(words) if KIND.get(w) == "noun")
+    return first != a.subject and lang.number(words[first]) != a.number
+
+
+fronted = torch.tensor(
+    [first_noun_mismatch(s, a) for s, a in zip(test_sents, test_info, strict=True)]
+)
+print("held-out sentences with a mismatched attractor:", end="          ")
+print(f"{hard.float().mean():.3f}")
+print("held-out sentences whose first noun is a mismatched other:", end=" ")
+print(f"{fronted.float().mean():.3f}")
+
+rules = rule_predictions(lang, train_set, test_set)
+rule_accuracy = {}
+for name, pred in rules.items():
+    right = (torch.tensor(pred) == test_y).float()
+    rule_accuracy[name] = (right.mean().item(), right[hard].mean().item(),
+                           right[fronted].mean().item())  # fmt: skip
+    everything, attractor, first_noun = rule_accuracy[name]
+    print(f"{name:24s} all {everything:.3f} | attractor {attractor:.3f}", end=" | ")
+    print(f"first noun {first_noun:.3f}")
+best_rule = max(rule_accuracy, key=lambda k: rule_accuracy[k][0])
+best_rule_accuracy = rule_accuracy[best_rule][0]
+print(f"best rule: {best_rule}, {best_rule_accuracy:.3f}")
+
+# %%
+assert best_rule_accuracy <= 0.85
+print("no rule reaches 85 % on the harder language")
+
+# %% [markdown]
+# The first-noun rule drops to about 80 %: it is wrong whenever the first noun is a
+# fronted phrase's noun of the other number, and whenever an object relative clause's
+# verb disagrees with the main subject. The nearest-noun rule fails on every mismatched
+# attractor. The count table falls to about three quarters, because more sentences now
+# hold nouns of both numbers and verbs of both numbers; the linear models stay at chance.
+# To do better, a model has to work out which noun each verb belongs to.
 
 # %% [markdown]
 # ## A classification head
@@ -237,10 +398,17 @@ print(f"closest-noun rule, all others:                  {right[~hard].mean():.3f
 # where $W$ is `(C, D)` and $n$ counts the real (non-pad) tokens of the sentence.
 #
 # - **[CLS] pooling** reads position 0. BERT puts a special `[CLS]` token there
-#   {cite}`devlin2019bert`; our `<bos>` plays that role (Chapter 6). Its output has read
-#   the whole sentence in every layer, and fine-tuning teaches it what to gather.
+#   {cite}`devlin2019bert`; our `<bos>` plays that role
+#   ([Chapter 6](06_bidirectional_attention.ipynb)). Its output has read the whole
+#   sentence in every layer, and fine-tuning teaches it what to gather. (BERT's `[CLS]`
+#   was already trained before fine-tuning, through a tanh "pooler" layer, by
+#   next-sentence prediction; ours has had no loss of its own, since masked language
+#   modelling never predicts `<bos>`.)
 # - **Mean pooling** averages the outputs of the real tokens. The pad rows are computed
-#   but meaningless (Chapter 6), so they must be left out of the average.
+#   but meaningless ([Chapter 6](06_bidirectional_attention.ipynb)), so they must be left
+#   out of the average. We zero them with `masked_fill` rather than multiplying by a 0/1
+#   mask: a pad row may hold anything, and $0 \times \text{NaN}$ is NaN, while
+#   `masked_fill` writes an exact 0.
 #
 # The loss is the cross-entropy of the logits against the label. Written out:
 
@@ -250,8 +418,9 @@ def pool(h, ids, pooling):
     """h (B, T, D) -> g (B, D): the <bos> vector, or the mean over real tokens."""
     if pooling == "cls":
         return h[:, 0]  # (B, D): position 0 holds <bos> in every sentence
-    real = (ids != vocab.pad_id).unsqueeze(-1)  # (B, T, 1): 1 at real tokens
-    return (h * real).sum(dim=1) / real.sum(dim=1)  # (B, D)
+    real = (ids != vocab.pad_id).unsqueeze(-1)  # (B, T, 1): True at real tokens
+    total = h.masked_fill(~real, 0.0).sum(dim=1)  # (B, D): pad rows count exactly 0
+    return total / real.sum(dim=1)  # (B, D)
 
 
 def classify(encoder, linear, ids, pooling):
@@ -261,27 +430,26 @@ def classify(encoder, linear, ids, pooling):
 
 # %% [markdown]
 # `tinyformer.encoder.SequenceClassifier(encoder, n_classes, pooling)` is the same thing
-# as a module, with the linear layer as `.classifier`. We check ours against it with the
-# same weights, on a padded batch that starts with `<bos>`:
+# as a module, with the linear layer as `.classifier`; `encoder` is a `TransformerStack`
+# with `causal=False`. We check ours against it with the same weights, on a padded batch
+# that starts with `<bos>`:
 
 # %%
 set_seed(0)
+config = TransformerConfig(
+    vocab_size=len(vocab), d_model=64, n_heads=4, n_layers=2, d_ff=256
+)  # Chapter 7's size
 ids = vocab.batch(train_sents[:4], bos=True, eos=True)  # (B, T), right-padded
-print(
-    "ids",
-    tuple(ids.shape),
-    "| first column is <bos>:",
-    bool((ids[:, 0] == vocab.bos_id).all()),
-)
+print("ids", tuple(ids.shape), "| first column is <bos>:", end=" ")
+print(bool((ids[:, 0] == vocab.bos_id).all()))
 for pooling in ("cls", "mean"):
-    model = SequenceClassifier(Encoder(len(vocab)), n_classes=2, pooling=pooling).eval()
+    encoder = TransformerStack(config, causal=False)
+    model = SequenceClassifier(encoder, n_classes=2, pooling=pooling).eval()
     with torch.no_grad():
         ours = classify(model.encoder, model.classifier, ids, pooling)  # (B, 2)
         theirs = model(ids)  # (B, 2)
-    print(
-        f"{pooling:4s} logits {tuple(theirs.shape)}, ours == tinyformer:",
-        torch.allclose(ours, theirs, atol=1e-6),
-    )
+    print(f"{pooling:4s} logits {tuple(theirs.shape)}, ours == tinyformer:", end=" ")
+    print(torch.allclose(ours, theirs, atol=1e-6))
     assert torch.allclose(ours, theirs, atol=1e-6)
 
 # %% [markdown]
@@ -293,9 +461,7 @@ for pooling in ("cls", "mean"):
 short = min(range(len(ids)), key=lambda b: len(train_sents[b]))  # the most padded row
 with torch.no_grad():
     in_batch = model(ids)[short]  # (2,)
-    alone = model(vocab.batch([train_sents[short]], bos=True, eos=True))[
-        0
-    ]  # no padding
+    alone = model(vocab.batch([train_sents[short]], bos=True, eos=True))[0]  # no pads
 print("pads in that row:", int((ids[short] == vocab.pad_id).sum()))
 print(
     "same logits alone and in a padded batch:",
@@ -304,28 +470,22 @@ print(
 assert torch.allclose(alone, in_batch, atol=1e-5)
 
 # %% [markdown]
-# ## Pre-training: the Chapter 7 encoder
+# ## Pre-training: Chapter 7's recipe on the harder language
 #
-# We need the pre-trained encoder of Chapter 7. Rather than load a file, we train it
-# again here with **exactly the same recipe**, seeds included: $D = 64$, 4 heads, 2
-# blocks, $d_{ff} = 256$; 300 steps of 128 fresh sentences masked by BERT's rule
+# We need a pre-trained encoder of *this* language. We train it with
+# [Chapter 7](07_masked_language_modelling.ipynb)'s recipe, seeds included: $D = 64$, 4
+# heads, 2 blocks, $d_{ff} = 256$; 300 steps of 128 fresh sentences masked by BERT's rule
 # (`mask_tokens`: 15 % of the words chosen, of which 80 % become `<mask>`, 10 % a random
 # word, 10 % stay as they are); the masked-LM loss on the chosen positions; AdamW at a
-# peak learning rate of $4 \times 10^{-3}$ with 30 warmup steps and a cosine decay. On the
-# same CPU it gives the very same weights as Chapter 7. The sentences carry no labels:
-# pre-training never sees a broken one.
+# peak learning rate of $4 \times 10^{-3}$ with 30 warmup steps and a cosine decay. The
+# sentences carry no labels: pre-training never sees a broken one.
 
 # %%
-ENCODER = dict(
-    d_model=64, n_heads=4, n_layers=2, d_ff=256, max_len=32
-)  # Chapter 7's size
 BATCH, STEPS, LR, WARMUP = 128, 300, 4e-3, 30  # Chapter 7's recipe
 TRAIN_SEED = 100_000  # batch `step` holds lang.sample(BATCH, seed=TRAIN_SEED + step)
 
 generator = set_seed(0)  # seeds the initialisation; `generator` drives the masking
-mlm = MaskedLM(
-    Encoder(len(vocab), **ENCODER)
-)  # encoder + MLM head (tied to the embedding)
+mlm = MaskedLM(config)  # encoder stack + MLM head (tied to the embedding)
 
 
 def get_mlm_batch(step):
@@ -338,19 +498,18 @@ def mlm_objective(model, inputs, labels):
     return mlm_loss(model(inputs), labels)
 
 
-print(f"encoder: {mlm.encoder.num_parameters():,} parameters")
+print(mlm.encoder)
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 _ = train(
     mlm, get_mlm_batch, steps=STEPS, lr=LR, warmup_steps=WARMUP, loss_fn=mlm_objective,
     log_every=100,
 )  # fmt: skip
 
 # %% [markdown]
-# As in Chapter 7 we measure it on held-out sentences with **one** word hidden in each,
-# against the {term}`Bayes-optimal` prediction from `lang.masked_distribution`. Two
-# accuracies, on the same hidden words:
+# As in [Chapter 7](07_masked_language_modelling.ipynb) we measure it on held-out
+# sentences with **one** word hidden in each, against the {term}`Bayes-optimal`
+# prediction from `lang.masked_distribution`. Two accuracies, on the same hidden words:
 #
 # - the **empirical** accuracy: how often the model's top word is the word that was there;
 # - the **expected** accuracy: $P(\text{model's top word} \mid \text{rest})$ under the
@@ -363,13 +522,9 @@ _ = train(
 # the same positions is almost free of sampling noise.
 
 # %%
-mlm_sents = lang.sample(
-    1000, seed=2024
-)  # the first 1000 of Chapter 7's held-out sentences
-rng = random.Random(0)
-mlm_positions = [
-    rng.randrange(len(s)) for s in mlm_sents
-]  # one hidden word per sentence
+mlm_sents = lang.sample(1000, seed=2025)  # a seed no training batch uses
+rng = random.Random(1)
+mlm_positions = [rng.randrange(len(s)) for s in mlm_sents]  # one hidden word each
 truth = [
     lang.masked_distribution(s, i)
     for s, i in zip(mlm_sents, mlm_positions, strict=True)
@@ -379,8 +534,7 @@ mlm_ids = vocab.batch(mlm_sents, bos=True, eos=True)  # (N, T)
 rows, cols = torch.arange(len(mlm_sents)), torch.tensor(mlm_positions) + 1  # +1: <bos>
 hidden = mlm_ids[rows, cols].clone()  # (N,) the true words
 mlm_ids[rows, cols] = vocab.mask_id
-mlm.eval()
-with torch.no_grad():
+with evaluating(mlm), torch.no_grad():
     top = mlm(mlm_ids)[rows, cols].argmax(dim=-1)  # (N,) the model's top word
 top_words = [vocab.itos[i] for i in top.tolist()]
 
@@ -390,22 +544,26 @@ mlm_accuracy = sum(p.get(w, 0.0) for p, w in zip(truth, top_words, strict=True))
 )
 mlm_empirical = (top == hidden).float().mean().item()
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 print(f"Bayes-optimal expected accuracy: {mlm_bayes_accuracy:.4f}")
 print(f"model's expected accuracy:       {mlm_accuracy:.4f}")
 print(f"model's empirical accuracy:      {mlm_empirical:.4f}")
 
 # %%
-assert mlm_bayes_accuracy - mlm_accuracy < 0.01  # within 1 percentage point of the best
-print("the pre-trained encoder is within 1 point of Bayes-optimal on masked words")
+assert mlm_bayes_accuracy - mlm_accuracy < 0.03  # within 3 percentage points
+print("the pre-trained encoder is within 3 points of Bayes-optimal on masked words")
 
 # %% [markdown]
+# On this harder language, 300 steps leave the encoder about two points short of the
+# ceiling (on the default language, [Chapter 7](07_masked_language_modelling.ipynb)'s
+# encoder came within a fraction of a point): its sentences are longer and its
+# structures new. That is enough for what follows.
+#
 # A Bayes-optimal accuracy of about a third looks low, but most hidden words are one of
 # several equally likely choices: any of six nouns, four verbs, five adjectives fits.
-# What the encoder *can* learn, and has, is everything the rest of the sentence does
-# determine: the word's category and, for nouns, verbs and determiners, its number. To
-# predict a hidden verb's number it must find the subject; that is exactly the skill our
+# What the encoder *can* learn is everything the rest of the sentence does determine:
+# the word's category and, for nouns, verbs and determiners, its number. To predict a
+# hidden verb's number it must find that verb's subject; that is exactly the skill our
 # classifier needs.
 
 # %% [markdown]
@@ -418,10 +576,11 @@ print("the pre-trained encoder is within 1 point of Bayes-optimal on masked word
 #
 # We encode the sentences once. A run with `n_labels` labels picks that many training
 # sentences at random and draws its batches from them; held-out sentences are scored in
-# batches of similar length, so that they carry little padding (Chapter 6, exercise 4).
+# batches of similar length, so that they carry little padding
+# ([Chapter 6](06_bidirectional_attention.ipynb), exercise 4).
 
 # %%
-train_ids = vocab.batch(train_sents, bos=True, eos=True)  # (N_TRAIN, 17)
+train_ids = vocab.batch(train_sents, bos=True, eos=True)  # (N_TRAIN, T)
 train_y = torch.tensor(train_labels)  # (N_TRAIN,)
 
 
@@ -430,48 +589,48 @@ def trim(ids):
     return ids[:, : int((ids != vocab.pad_id).sum(dim=1).max())]
 
 
-by_length = sorted(range(N_TEST), key=lambda i: len(test_sents[i]))
+by_length = sorted(range(N_HELD), key=lambda i: len(test_sents[i]))
 test_batches = [  # (indices, ids (b, T_b)) with T_b the longest sentence of the batch
     (torch.tensor(idx), vocab.batch([test_sents[i] for i in idx], bos=True, eos=True))
-    for idx in (by_length[k : k + 500] for k in range(0, N_TEST, 500))
+    for idx in (by_length[k : k + 500] for k in range(0, N_HELD, 500))
 ]
 
 
 @torch.no_grad()
 def predict(model):
-    """The predicted class (0 or 1) of every held-out sentence, (N_TEST,)."""
-    was_training = model.training
-    model.eval()
-    pred = torch.empty(N_TEST, dtype=torch.long)
-    for idx, ids in test_batches:
-        pred[idx] = model(ids).argmax(dim=-1)
-    model.train(was_training)
+    """The predicted class (0 or 1) of every held-out sentence, (N_HELD,)."""
+    pred = torch.empty(N_HELD, dtype=torch.long)
+    with evaluating(model):
+        for idx, ids in test_batches:
+            pred[idx] = model(ids).argmax(dim=-1)
     return pred
 
 
 def accuracy(model):
-    """Held-out accuracy: all sentences, and those with a mismatched attractor."""
+    """Held-out accuracy: all sentences, mismatched attractor, mismatched first noun."""
     right = (predict(model) == test_y).float()
-    return right.mean().item(), right[hard].mean().item()
+    return right.mean().item(), right[hard].mean().item(), right[fronted].mean().item()
 
 
 def classification_loss(model, ids, y):
     return F.cross_entropy(model(ids), y)  # logits (B, 2), y (B,)
 
 
-FT_STEPS, FT_BATCH, FT_LR, FT_WARMUP = 100, 32, 1e-3, 10
+FT_STEPS, FT_BATCH, FT_LR, FT_WARMUP = 500, 32, 2e-3, 10
 
 
 def fine_tune(
     n_labels, pretrained, pooling="cls", seed=0, steps=FT_STEPS, lr=FT_LR, **kw
 ):
-    """Train a classifier on n_labels random training sentences; return it and its history.
+    """Train a classifier on n_labels random training sentences; return it and history.
 
     pretrained: start from a copy of the MLM encoder, else from a random encoder.
     """
     g = set_seed(seed)
     encoder = (
-        copy.deepcopy(mlm.encoder) if pretrained else Encoder(len(vocab), **ENCODER)
+        copy.deepcopy(mlm.encoder)
+        if pretrained
+        else TransformerStack(config, causal=False)
     )
     model = SequenceClassifier(encoder, n_classes=2, pooling=pooling)
     pick = torch.randperm(N_TRAIN, generator=g)[:n_labels]  # which labelled sentences
@@ -490,30 +649,30 @@ def fine_tune(
 
 # %% [markdown]
 # First, all 4096 labelled sentences, starting from the pre-trained encoder, once with
-# each pooling. Both runs get the same budget: 100 steps of 32 sentences (under an
-# epoch). We score the held-out sentences every 20 steps.
+# each pooling. Both runs get the same budget: 500 steps of 32 sentences (about four
+# epochs) at a peak learning rate of $2 \times 10^{-3}$. We score the held-out sentences
+# every 100 steps.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 runs = {}
 for pooling in ("cls", "mean"):
     runs[pooling] = fine_tune(
-        N_TRAIN,
-        pretrained=True,
-        pooling=pooling,
-        eval_fn=lambda m: accuracy(m)[0],
-        eval_every=20,
-    )
+        N_TRAIN, pretrained=True, pooling=pooling,
+        eval_fn=lambda m: accuracy(m)[0], eval_every=100,
+    )  # fmt: skip
     model, history = runs[pooling]
-    print(f"{pooling:4s} pooling: held-out accuracy every 20 steps",
+    print(f"{pooling:4s} pooling: held-out accuracy every 100 steps",
           [round(a, 3) for a in history["eval"]])  # fmt: skip
 
-# %%
-fig, ax = plt.subplots(figsize=(6, 3.5))
+# %% mystnb={"figure": {"caption": "Fine-tuning the pre-trained encoder on 4096 labelled sentences of the harder language, with [CLS] (<bos>) pooling and with mean pooling: held-out accuracy climbs past every simple rule (dotted: the best rule) within a few hundred steps.", "name": "fig-ch08-fine-tuning"}, "image": {"alt": "Line plot of held-out accuracy against fine-tuning step for two poolings, both starting at chance and rising above 0.98, above a dotted horizontal line at the best rule's accuracy of about 0.8."}} tags=["hide-input", "nbval-ignore-output"]
+fig, ax = plt.subplots(figsize=(6.5, 3.8))
 for pooling, label in (("cls", "[CLS] (<bos>) pooling"), ("mean", "mean pooling")):
     history = runs[pooling][1]
     ax.plot(history["eval_step"], history["eval"], "o-", label=label)
-ax.axhline(0.5, color="gray", linestyle=":", label="chance")
+ax.axhline(
+    best_rule_accuracy, color="gray", linestyle=":", label=f"best rule ({best_rule})"
+)
+ax.axhline(0.5, color="gray", linestyle="--", linewidth=0.8, label="chance")
 ax.set_xlabel("fine-tuning step (batches of 32)")
 ax.set_ylabel("held-out accuracy")
 ax.set_title("Fine-tuning the pre-trained encoder on 4096 labels")
@@ -522,148 +681,153 @@ ax.legend()
 plt.show()
 
 # %% [markdown]
-# How good is the [CLS] classifier at the end, overall and on the hard case?
+# The rules and the fine-tuned [CLS] classifier, side by side on the same held-out
+# sentences, overall and on the two hard kinds:
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 classifier = runs["cls"][0]
-classification_accuracy, hard_accuracy = accuracy(classifier)
-mean_accuracy, mean_hard_accuracy = accuracy(runs["mean"][0])
+classification_accuracy, hard_accuracy, fronted_accuracy = accuracy(classifier)
+mean_accuracy, mean_hard_accuracy, mean_fronted_accuracy = accuracy(runs["mean"][0])
+table = dict(rule_accuracy)
+table["fine-tuned, [CLS] pooling"] = (classification_accuracy, hard_accuracy,
+                                      fronted_accuracy)  # fmt: skip
+table["fine-tuned, mean pooling"] = (mean_accuracy, mean_hard_accuracy,
+                                     mean_fronted_accuracy)  # fmt: skip
+print(f"{'':28}{'all':>8}{'attractor':>11}{'first noun':>12}")
 print(
-    f"[CLS] pooling: {classification_accuracy:.4f} held out, {hard_accuracy:.4f} with a mismatched attractor"
+    f"{'held-out sentences':28}{N_HELD:8d}{int(hard.sum()):11d}{int(fronted.sum()):12d}"
 )
-print(
-    f"mean pooling:  {mean_accuracy:.4f} held out, {mean_hard_accuracy:.4f} with a mismatched attractor"
-)
+for name, (a, h, f) in table.items():
+    print(f"{name:28}{a:8.3f}{h:11.3f}{f:12.3f}")
 
 # %%
-assert classification_accuracy >= 0.995 and hard_accuracy >= 0.99
-print("[CLS] classifier: at least 99.5 % held out, at least 99 % on the hard case")
+assert classification_accuracy >= 0.98 and hard_accuracy >= 0.95
+assert classification_accuracy > best_rule_accuracy + 0.1
+print("[CLS] classifier: at least 98 % held out, 10 points above the best rule")
+
+# %% [markdown]
+# Every rule has a blind spot that the fine-tuned encoder does not share. On sentences
+# with an attractor of the other number it scores about 97 to 99 %, where the
+# nearest-noun rule scores 0 %; on sentences whose first noun is a fronted noun of the
+# other number, about 95 to 97 %, where the first-noun rule scores 15 %. Those two kinds
+# are also where its few remaining errors sit.
+#
+# Mean pooling did a little better than [CLS] pooling here, and got there faster. A
+# plausible reason: every word's vector has a direct path to a mean-pooled output, while
+# `<bos>` starts fine-tuning untrained. BERT's `[CLS]` had been trained by
+# next-sentence prediction through a tanh "pooler" before any fine-tuning
+# {cite}`devlin2019bert`; ours received no loss at all during masked language modelling.
 
 # %% [markdown]
 # ## How many labels does pre-training save?
 #
 # Now the question that decides whether pre-training is worth its cost: with *few*
-# labelled sentences, does starting from the MLM encoder help? We fine-tune on 16, 64,
-# 256, 1024 and 4096 labelled sentences, from the pre-trained encoder and from scratch,
-# each with the same budget as above: 100 steps of up to 32 sentences, [CLS] pooling, the
-# same learning rate. Two seeds each; a seed picks the labelled subset, the initial
-# weights of the head (and of the from-scratch encoder) and the order of the batches.
+# labelled sentences, does starting from the MLM encoder help? We train on 256, 1024
+# and 4096 labelled sentences, from the pre-trained encoder and from scratch, with
+# [CLS] pooling.
+#
+# A fair comparison gives both the same **compute**. Pre-training passed
+# $300 \times 128 = 38{,}400$ sentences through the network, as many as 1,200 batches of
+# 32, so the from-scratch model gets those 1,200 steps on top of the fine-tuning's own:
+# 1,700 steps of 32, at the same learning rate, against the pre-trained encoder's 500.
+# (With only the fine-tuning's 500 steps, a from-scratch model of this size barely leaves
+# chance: that would measure the budget, not the value of pre-training.) One seed per
+# point: it picks the labelled subset, the initial weights of the head (and of the
+# from-scratch encoder) and the order of the batches.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
-LABEL_COUNTS, SEEDS = [16, 64, 256, 1024, 4096], [0, 1]
-curve = {True: {}, False: {}}  # pretrained? -> n_labels -> [held-out accuracy per seed]
+# %% tags=["nbval-ignore-output"]
+LABEL_COUNTS = [256, 1024, 4096]
+SCRATCH_STEPS = FT_STEPS + STEPS * BATCH // FT_BATCH  # equal compute: 500 + 1200
+curve = {True: {}, False: {}}  # pretrained? -> n_labels -> held-out accuracy
 for n in LABEL_COUNTS:
-    for pretrained in (True, False):
-        curve[pretrained][n] = [
-            classification_accuracy  # this run is the [CLS] classifier above: no need to redo it
-            if (n, pretrained, seed) == (N_TRAIN, True, 0)
-            else accuracy(fine_tune(n, pretrained, seed=seed)[0])[0]
-            for seed in SEEDS
-        ]
-    print(f"{n:5d} labels | pre-trained {[round(a, 3) for a in curve[True][n]]}"
-          f" | from scratch {[round(a, 3) for a in curve[False][n]]}")  # fmt: skip
+    if n == N_TRAIN:  # the [CLS] classifier above: no need to train it again
+        curve[True][n] = classification_accuracy
+    else:
+        curve[True][n] = accuracy(fine_tune(n, pretrained=True)[0])[0]
+    scratch_model, _ = fine_tune(n, pretrained=False, steps=SCRATCH_STEPS)
+    curve[False][n] = accuracy(scratch_model)[0]
+    print(f"{n:5d} labels | pre-trained, {FT_STEPS} steps: {curve[True][n]:.3f}"
+          f" | from scratch, {SCRATCH_STEPS} steps: {curve[False][n]:.3f}")  # fmt: skip
 
-# %%
-fig, ax = plt.subplots(figsize=(6.5, 4))
+# %% mystnb={"figure": {"caption": "Label efficiency at equal compute: held-out accuracy of the classifier fine-tuned from the pre-trained encoder (500 steps) and of the same network trained from scratch (1,700 steps, the compute of pre-training plus fine-tuning), against the number of labelled sentences. The dotted line is the best simple rule.", "name": "fig-ch08-label-efficiency"}, "image": {"alt": "Line plot of held-out accuracy against the number of labelled sentences on a log scale from 256 to 4096, one line for the pre-trained encoder and one for training from scratch, with a dotted horizontal line for the best rule and a dashed one for chance."}} tags=["hide-input", "nbval-ignore-output"]
+fig, ax = plt.subplots(figsize=(6.5, 4.8), layout="constrained")
 for pretrained, label in (
-    (True, "fine-tuned from the MLM encoder"),
-    (False, "trained from scratch"),
+    (True, f"fine-tuned from the MLM encoder ({FT_STEPS} steps)"),
+    (False, f"trained from scratch ({SCRATCH_STEPS} steps)"),
 ):
-    runs_at = [curve[pretrained][n] for n in LABEL_COUNTS]
-    ax.plot(LABEL_COUNTS, [sum(r) / len(r) for r in runs_at], "o-", label=label)
-    ax.fill_between(
-        LABEL_COUNTS, [min(r) for r in runs_at], [max(r) for r in runs_at], alpha=0.25
+    ax.plot(
+        LABEL_COUNTS, [curve[pretrained][n] for n in LABEL_COUNTS], "o-", label=label
     )
-ax.axhline(0.5, color="gray", linestyle=":", label="chance")
+ax.axhline(best_rule_accuracy, color="gray", linestyle=":", label="best rule")
+ax.axhline(0.5, color="gray", linestyle="--", linewidth=0.8, label="chance")
 ax.set_xscale("log", base=2)
 ax.set_xticks(LABEL_COUNTS, labels=[str(n) for n in LABEL_COUNTS])
 ax.set_xlabel("labelled training sentences (log scale)")
 ax.set_ylabel("held-out accuracy")
-ax.set_title(
-    f"Label efficiency: 100 steps per run, mean and range of {len(SEEDS)} seeds"
-)
+ax.set_title("Label efficiency at equal compute")
 ax.grid(True, alpha=0.3)
-ax.legend()
+ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
 plt.show()
 
-# %%
-mean_pre = {n: sum(curve[True][n]) / len(SEEDS) for n in LABEL_COUNTS}
-best_scratch = {n: max(curve[False][n]) for n in LABEL_COUNTS}
-assert (
-    mean_pre[64] > best_scratch[64] + 0.05
-)  # the smallest count at which either learns
-assert mean_pre[256] > best_scratch[256] + 0.3
-assert (
-    max(best_scratch.values()) < 0.6
-)  # from scratch: chance at every count, in this budget
-print(
-    "pre-training pays at 64 labels and decisively at 256; from scratch stays at chance"
-)
-
 # %% [markdown]
-# With 16 labels neither model learns anything; from 64 labels on, the pre-trained
-# encoder pulls away, and by 256 it is above 95 % while the from-scratch model, with the
-# same steps, is still at chance at every label count. Pre-training pays most where
-# labels are scarce: it does not tell the model what the task is (16 examples cannot),
-# but once a few dozen examples do, the machinery to solve it is already there.
-#
-# > **Is the from-scratch model hopeless?** No: given all 4096 labels and four times the
-# > steps at a higher learning rate, it does learn agreement (exercise 3). But it sits at
-# > chance for a long while before its accuracy takes off, when depends on the seed, and
-# > with 1024 labels it gets only part of the way. The pre-trained encoder paid for its
-# > head start once, with unlabelled text, and every task fine-tuned from it reuses that
-# > payment.
+# At equal compute, the pre-trained encoder is far ahead with 1024 labels (92 % against
+# 55 %, barely above chance) and still ahead with all 4096 (98.9 % against 94.6 %). With
+# 256 labels neither learns the task in its budget: both stay at chance. On this harder
+# language a few hundred examples do not pin down what to look for, even for a
+# pre-trained encoder. Pre-training pays most in between: it does not tell the model
+# what the task is, but once enough examples do, the machinery to solve it is already
+# there. And with thousands of labels for one task, training from scratch with the same
+# compute gets most of the way; the pre-trained encoder paid its head start once, with
+# unlabelled text, and every task fine-tuned from it reuses that payment.
 
 # %% [markdown]
 # ## Where does [CLS] look?
 #
 # The classifier reads its decision from position 0, so the last layer's attention of
 # `<bos>` shows what it gathers. Here are the four heads of the last layer on a hard pair,
-# the same sentence grammatical and broken, with an attractor of the other number:
+# the same sentence grammatical and broken, with a fronted phrase and an object relative
+# clause whose nouns both have the other number:
 
 # %%
-pair = ["the dog near the cats sleeps".split(), "the dog near the cats sleep".split()]
+pair = [
+    "near the cats the dog that the birds chase sleeps".split(),
+    "near the cats the dog that the birds chase sleep".split(),
+]
+print([lang.is_grammatical(s) for s in pair])
 pair_ids = vocab.batch(pair, bos=True, eos=True)  # (2, T)
-classifier.eval()
-with torch.no_grad():
-    logits, attention = classifier(pair_ids, return_attention=True)
+with evaluating(classifier), torch.no_grad(), record_attention(classifier) as maps:
+    logits = classifier(pair_ids)  # (2, 2)
+last = maps[f"encoder.blocks.{config.n_layers - 1}.self_attn"]  # (2, H, T, T)
 p_grammatical = logits.softmax(dim=-1)[:, 1]  # (2,)
 
-fig, axes = plt.subplots(1, 2, figsize=(13, 3.4), layout="constrained")
+# %% mystnb={"figure": {"caption": "Where the <bos> ([CLS]) position reads in the last layer, one row per head, for a grammatical sentence and its broken twin. The weights depend on the run; in ours they do not single out the subject dog or the main verb sleeps.", "name": "fig-ch08-cls-attention"}, "image": {"alt": "Two heatmaps, one above the other, one per sentence, each with four rows (heads 0 to 3) and one column per token; the title of each gives the model's probability that the sentence is grammatical."}} tags=["hide-input", "nbval-ignore-output"]
+fig, axes = plt.subplots(2, 1, figsize=(7, 5.2), layout="constrained")
 for b, ax in enumerate(axes):
     toks = vocab.decode(pair_ids[b], strip_special=False)
     plot_attention(
-        attention[-1][b, :, 0],  # (H, T): last layer, query <bos>, every head
+        last[b, :, 0],  # (H, T): query <bos>, every head
         toks,
-        [f"head {h}" for h in range(ENCODER["n_heads"])],
+        [f"head {h}" for h in range(config.n_heads)],
         ax=ax,
         title=f"P(grammatical) = {p_grammatical[b]:.3f}",
     )
     ax.set_ylabel("head (query: <bos>)")
-fig.suptitle("Last layer: where the [CLS] position reads")
+    if b == 0:
+        ax.set_xlabel("")
 plt.show()
 
 # %% [markdown]
-# Most heads concentrate on one or two words, and the attractor *cats* is not among them:
-# the weight goes to the subject *dog*, the verb, and the preposition that opens the
-# phrase to skip. One example proves little, so we average over every held-out sentence
-# with a mismatched attractor: how much does `<bos>` read (mean over the last layer's
-# heads) from the subject's head noun, the main verb and the attractor?
+# One example proves little, so we average over every held-out sentence with a
+# mismatched attractor: how much does `<bos>` read (mean over the last layer's heads)
+# from the subject's head noun, the main verb and the attractor?
 
 # %%
-hard_idx = (
-    hard.nonzero().squeeze(1).tolist()
-)  # held-out sentences with a mismatched attractor
-hard_ids = vocab.batch(
-    [test_sents[i] for i in hard_idx], bos=True, eos=True
-)  # (B_h, T)
-with torch.no_grad():
-    _, attention = classifier(hard_ids, return_attention=True)
-w = attention[-1][:, :, 0].mean(
-    dim=1
-)  # (B_h, T): last layer, query <bos>, mean over heads
+hard_idx = hard.nonzero().squeeze(1).tolist()  # sentences with a mismatched attractor
+hard_ids = vocab.batch([test_sents[i] for i in hard_idx], bos=True, eos=True)
+with evaluating(classifier), torch.no_grad(), record_attention(classifier) as maps:
+    classifier(hard_ids)
+w = maps[f"encoder.blocks.{config.n_layers - 1}.self_attn"][:, :, 0].mean(dim=1)
+# w (B_h, T): last layer, query <bos>, mean over heads
 
 
 def weight_at(positions):
@@ -674,20 +838,17 @@ def weight_at(positions):
 infos = [test_info[i] for i in hard_idx]
 on_subject = weight_at([a.subject for a in infos])
 on_verb = weight_at([a.verb for a in infos])
-on_attractor = weight_at(
-    [
-        next(
-            j
-            for j, n in zip(a.attractors, a.attractor_numbers, strict=True)
-            if n != a.number
-        )
-        for a in infos
-    ]
-)
+
+
+def first_mismatched_attractor(a):
+    pairs = zip(a.attractors, a.attractor_numbers, strict=True)
+    return next(j for j, n in pairs if n != a.number)
+
+
+on_attractor = weight_at([first_mismatched_attractor(a) for a in infos])
 on_average = (1 / (hard_ids != vocab.pad_id).sum(dim=1).float()).mean().item()
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 print(f"{len(hard_idx)} held-out sentences with a mismatched attractor; <bos> reads")
 print(f"  the subject's head noun {on_subject:.3f}")
 print(f"  the main verb           {on_verb:.3f}")
@@ -695,37 +856,48 @@ print(f"  the attractor           {on_attractor:.3f}")
 print(f"  (an average token       {on_average:.3f})")
 
 # %%
-assert on_subject + on_verb > 3 * on_attractor
-print("[CLS] reads subject and verb far more than the attractor")
+assert on_attractor < on_average  # the attractor gets less than an average token
+print("<bos> reads the attractor less than an average token")
 
 # %% [markdown]
-# On average the summary position reads the two words that agreement is about well above
-# an average token, and the attractor well below it. Attention weights are not a full
-# explanation (the values that are read were themselves computed by the first layer from
-# the whole sentence), but the picture fits the task: find the subject, check the verb,
-# ignore the noun in between.
+# In our run the last layer's `<bos>` does not single out the two words that agreement is
+# about: it gives the main verb about as much as an average token, the subject's head
+# noun less, and the attractor least of all. Whatever the classifier reads at position 0
+# has been gathered before: the first layer already mixes every position, so by the last
+# layer what matters about subject and verb sits in many vectors, and `<bos>` can read it
+# from any of them. Attention weights show where information moves, not what it is; to
+# test what a model uses, change a word and watch the output, as
+# [Chapter 7](07_masked_language_modelling.ipynb) did.
 
 # %% [markdown]
 # ## What we learned
 #
-# - Grammatical and broken-agreement sentences have the same word frequencies; what
-#   tells them apart is the relation between the subject's head noun and the main verb.
-#   The "closest noun" shortcut scores about 76 %: it fails on every sentence with a
-#   mismatched attractor, about a quarter of them.
+# - A task must be measured against the simple rules that could solve it. On the
+#   course's default language, "every verb agrees with the first noun" scores 100 % on
+#   held-out sentences and a table of singular and plural counts about 85 %: grammatical
+#   and broken sentences there can be told apart without finding anything.
+# - A language option that fronts prepositional phrases and adds object relative clauses
+#   (*near the cats the dog that the birds chase sleeps*) keeps the grammar unambiguous
+#   and exact, and drops every simple rule to 81 % or below: first noun, nearest noun,
+#   counts, and bag-of-words logistic regressions (the linear ones at chance: agreement
+#   is an XOR of two numbers, which a linear function of counts cannot express). Rules
+#   can be patched (exercise 3 reaches 92 %), but a rule that handles everything is the
+#   grammar itself.
+# - Held-out sentences that also occur in the training set are dropped: a toy language
+#   repeats its short sentences.
 # - A classification head pools the encoder's `(B, T, D)` output into `(B, D)`, either
-#   at position 0 (`<bos>` as BERT's `[CLS]`) or by a mean over the real tokens, then
-#   maps it to `(B, C)` logits. Ours equals `tinyformer.encoder.SequenceClassifier`, and
-#   padding does not change a sentence's logits.
-# - Fine-tuned from the Chapter 7 encoder (re-trained here with the same recipe, within a
-#   point of Bayes-optimal on masked words), the classifier exceeds 99.5 % on held-out
-#   sentences after 100 steps, and above 99 % on the hard case. Both poolings get there;
-#   here they learned at about the same pace.
-# - Pre-training buys label efficiency: with the same 100 steps, the pre-trained encoder
-#   is ahead at 64 labels, above 95 % at 256 and near-perfect from 1024 on, while the
-#   from-scratch model stays at chance. With 16 labels neither learns. Given four times
-#   the steps and all 4096 labels, the from-scratch model learns too (exercise 3).
-# - The fine-tuned `<bos>` position reads the subject and the verb, and mostly ignores
-#   the attractor.
+#   at position 0 (`<bos>` in the place of BERT's `[CLS]`) or by a mean over the real
+#   tokens (zeroing pad rows with `masked_fill`), then maps it to `(B, C)` logits. Ours
+#   equals `tinyformer.encoder.SequenceClassifier`, and padding does not change a
+#   sentence's logits.
+# - Fine-tuned from an encoder pre-trained by masked language modelling on the same
+#   language, the classifier reaches about 99 % on held-out sentences, nearly 20 points
+#   above the best rule, and 95 to 99 % on the sentences that defeat the rules.
+# - At equal compute (a from-scratch run sees as many sentences as pre-training plus
+#   fine-tuning), the pre-trained encoder is far ahead with 1024 labels and ahead with
+#   4096; with 256 labels neither learns the task.
+# - The last layer's `<bos>` attention does not point at subject and verb: attention maps
+#   are hints, not explanations.
 #
 # Part III joins an encoder like this one to a decoder with cross attention, to
 # translate.
@@ -739,21 +911,21 @@ print("[CLS] reads subject and verb far more than the attractor")
 # from the MLM, and call a sentence broken when its least likely word falls below a
 # threshold. How accurate is it on the held-out set?
 #
-# <details><summary>Solution</summary>
+# <details class="solution"><summary>Solution</summary>
 #
 # ```python
 # @torch.no_grad()
 # def least_likely_word(mlm, ids):
 #     """(B,) the lowest log P(w_t | every other word) over the words of each sentence."""
-#     mlm.eval()
 #     lowest = torch.zeros(len(ids))
 #     is_word = ids > vocab.mask_id  # ids 0-4 are the special tokens
-#     for t in range(1, ids.shape[1]):
-#         hidden = ids.clone()
-#         hidden[is_word[:, t], t] = vocab.mask_id  # hide word t of every sentence that has one
-#         log_p = mlm(hidden)[:, t].log_softmax(dim=-1)  # (B, V)
-#         here = log_p.gather(1, ids[:, t : t + 1]).squeeze(1)  # (B,)
-#         lowest = torch.where(is_word[:, t], torch.minimum(lowest, here), lowest)
+#     with evaluating(mlm):
+#         for t in range(1, ids.shape[1]):
+#             hidden = ids.clone()
+#             hidden[is_word[:, t], t] = vocab.mask_id  # hide word t where there is one
+#             log_p = mlm(hidden)[:, t].log_softmax(dim=-1)  # (B, V)
+#             here = log_p.gather(1, ids[:, t : t + 1]).squeeze(1)  # (B,)
+#             lowest = torch.where(is_word[:, t], torch.minimum(lowest, here), lowest)
 #     return lowest
 #
 # score = least_likely_word(mlm, vocab.batch(test_sents, bos=True, eos=True))
@@ -762,20 +934,21 @@ print("[CLS] reads subject and verb far more than the attractor")
 #     print(threshold, round(right.mean().item(), 3), round(right[hard].mean().item(), 3))
 # ```
 #
-# In our run a threshold of $-4$ (a probability of about 2 %) scores about 98.7 %, on the
-# hard case too, with no labels at all (a handful would do to pick the threshold). A
-# broken verb is one the MLM finds nearly impossible: with its subject in view, the other
-# number has probability close to 0. Scoring sentences by the masked probabilities of
-# their words is an established use of masked language models {cite}`salazar2020masked`
-# (they sum the log-probabilities; the minimum suits a single broken word). The knowledge
-# the classifier needs is in the pre-trained encoder; fine-tuning only has to route it to
-# one output.
+# In our run it does poorly: about 59 % at a threshold of $-3$, and chance at $-4$ and
+# $-5$. The encoder, pre-trained for 300 steps on this harder language, is not sure
+# enough of agreement: a threshold low enough to pass the grammatical sentences, whose
+# rare words (a fronted phrase's noun is one of twelve) also score low, lets the broken
+# verbs through too. Scoring sentences by the masked probabilities of their words is an
+# established use of masked language models {cite}`salazar2020masked` (they sum the
+# log-probabilities; the minimum suits a single broken word), but it needs a model that
+# is sure of what it scores. Fine-tuning with labels is what made ours sure.
+#
 # </details>
 #
 # **2. A linear probe.** Freeze the pre-trained encoder and train only the linear head,
 # on all 4096 labels. Is the answer linearly readable from the `<bos>` vector?
 #
-# <details><summary>Solution</summary>
+# <details class="solution"><summary>Solution</summary>
 #
 # ```python
 # g = set_seed(0)
@@ -790,73 +963,91 @@ print("[CLS] reads subject and verb far more than the attractor")
 # print(accuracy(probe))
 # ```
 #
-# In our runs the probe reaches only 55–60 % (with mean pooling too). The encoder
-# "knows" agreement (exercise 1), but no single pooled vector of the pre-trained encoder
-# carries "the verb disagrees with the subject" along a fixed direction: the MLM never
-# needed that feature. Fine-tuning the whole encoder builds it in a few dozen steps.
-# This is why BERT-style models are usually fine-tuned end to end rather than probed.
+# In our run the probe stays at chance, about 50 % (with mean pooling too). Two reasons.
+# First, masked language modelling never puts a loss on `<bos>`: unlike BERT's `[CLS]`,
+# trained by next-sentence prediction through a tanh pooler {cite}`devlin2019bert`, our
+# `<bos>` vector was never asked to summarise anything. Second, the label is an XOR:
+# grammatical means subject and verb both singular or both plural. Even a vector that
+# holds the subject's number and the verb's number along two fixed directions does not
+# make their agreement linearly readable: no single hyperplane separates
+# {(sg, sg), (pl, pl)} from {(sg, pl), (pl, sg)}. A linear probe can only read what is
+# already a direction; fine-tuning builds that feature, within a few hundred steps
+# above. This is why BERT-style models are usually fine-tuned end to end rather than
+# probed.
+#
 # </details>
 #
-# **3. From scratch, with more compute.** Train the from-scratch classifier on all 4096
-# labels for 400 steps at a learning rate of $3 \times 10^{-3}$, printing the held-out
-# accuracy every 50 steps; then on 1024 labels. Compare the compute with that of
-# pre-training plus fine-tuning.
+# **3. Patch the rule.** The first-noun rule fails on fronted phrases. Patch it: skip a
+# sentence-initial prepositional phrase (a preposition, then words up to and including
+# the first noun) and check every verb against the first noun after it. How far does the
+# patched rule get, and which sentences does it still get wrong?
 #
-# <details><summary>Solution</summary>
+# <details class="solution"><summary>Solution</summary>
 #
 # ```python
-# model, history = fine_tune(N_TRAIN, pretrained=False, steps=400, lr=3e-3,
-#                            eval_fn=lambda m: accuracy(m)[0], eval_every=50)
-# print([round(a, 3) for a in history["eval"]])
+# def patched_rule(words):
+#     start = 0
+#     if words[0] in ("near", "behind", "under"):  # skip the fronted phrase
+#         start = next(i for i, w in enumerate(words) if KIND.get(w) == "noun") + 1
+#     return first_noun_rule(lang, words[start:])
+#
+# pred = torch.tensor([patched_rule(s) for s in test_sents])
+# print((pred == test_y).float().mean().item())
+# orc = torch.tensor([any(w == "that" and words[i + 1] in ("the", "a", "this", "some", "these")
+#                         for i, w in enumerate(words[:-1])) for words in test_sents])
+# print((pred == test_y)[orc].float().mean().item(), (pred == test_y)[~orc].float().mean().item())
 # ```
 #
-# In our runs the accuracy sits at chance for 100 to 250 steps, depending on the seed,
-# then climbs within about 100 steps, ending between 96 % and 99.5 %. With 1024 labels it
-# climbs later and more slowly and ends near 83 %: with fewer examples, memorising them
-# competes with finding agreement. In compute, the from-scratch run is cheaper:
-# 400 batches of 32 sentences, against 300 batches of 128 for pre-training alone. So with
-# thousands of labels for *one* task, pre-training is not needed; it pays when labels are
-# scarce, and when one pre-trained encoder serves many tasks.
+# In our run the patched rule scores about 92 %: right on every sentence without an
+# object relative clause, and on 75 % of the 31 % that have one, where the embedded verb
+# agrees with the embedded subject, not with the main one. Patch that too, and you are
+# writing the grammar. The honest claim is narrower than "only a parser can do it": the
+# simple rules above fail, and the model learned what the patched rules encode from 4096
+# labelled sentences, without being told the grammar; it still beats the patched rule
+# by about 7 points.
+#
 # </details>
 #
 # **4. Pooling with few labels.** Repeat the label-efficiency experiment with mean
-# pooling, at 64, 256 and 1024 labels and three seeds. Does the choice of pooling matter
-# more when labels are scarce?
+# pooling, at 256 and 1024 labels and two seeds. Does the choice of pooling matter more
+# when labels are scarce?
 #
-# <details><summary>Solution</summary>
+# <details class="solution"><summary>Solution</summary>
 #
 # ```python
-# for n in (64, 256, 1024):
+# for n in (256, 1024):
 #     for pooling in ("cls", "mean"):
-#         runs_n = [accuracy(fine_tune(n, True, pooling=pooling, seed=s)[0])[0] for s in range(3)]
+#         runs_n = [accuracy(fine_tune(n, True, pooling=pooling, seed=s)[0])[0] for s in range(2)]
 #         print(n, pooling, [round(a, 3) for a in runs_n])
 # ```
 #
-# In our runs the two were within a point or two of each other everywhere (at 256 labels
-# about 97.7 % for `[CLS]` and 96.3 % for mean pooling), less than the spread between
-# seeds. Each has its argument: `[CLS]` lets attention choose which words to read, which
-# suits a decision that hinges on two words; the mean gives every word a direct path to
-# the output, and sentence-embedding models such as Sentence-BERT use it
-# {cite}`reimers2019sentence`. For this task and budget it hardly matters.
+# In our runs the two are within the spread between seeds: at 256 labels both stay near
+# chance (52 to 55 %), at 1024 both reach about 89 to 92 %. Each has its argument:
+# `[CLS]` lets attention choose which words to read, which suits a decision that hinges
+# on two words; the mean gives every word a direct path to the output, and
+# sentence-embedding models such as Sentence-BERT use it {cite}`reimers2019sentence`.
+# With few labels, on this task, it hardly matters.
+#
 # </details>
 
 # %% [markdown]
 # ## Results
 #
-# The chapter's numbers in one place, and the targets they must meet:
+# The chapter's numbers in one place, on the harder language, and the targets they must
+# meet:
 #
 # - `mlm_accuracy`: the pre-trained encoder's **expected** accuracy on one hidden word per
-#   held-out sentence (the probability, under the language's true conditional, of the
-#   model's top word; the low-noise measure above);
-# - `mlm_bayes_accuracy`: the Bayes-optimal expected accuracy on the same hidden words;
-#   `mlm_accuracy` must be within one percentage point of it;
-# - `classification_accuracy`: the fine-tuned `[CLS]` classifier on the 2000 held-out
-#   sentences; it must be at least 99.5 %.
+#   held-out sentence; `mlm_bayes_accuracy`: the Bayes-optimal one on the same hidden
+#   words;
+# - `classification_accuracy`: the fine-tuned `[CLS]` classifier on the held-out
+#   sentences (those not in the training set); it must be at least 98 %;
+# - `best_rule_accuracy`: the best of the simple rules on the same sentences; it must
+#   be at most 85 %.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 print(f"mlm_accuracy: {mlm_accuracy:.4f}")
 print(f"mlm_bayes_accuracy: {mlm_bayes_accuracy:.4f}")
 print(f"classification_accuracy: {classification_accuracy:.4f}")
-assert mlm_bayes_accuracy - mlm_accuracy < 0.01
-assert classification_accuracy >= 0.995
+print(f"best_rule_accuracy: {best_rule_accuracy:.4f}")
+assert mlm_bayes_accuracy - mlm_accuracy < 0.03
+assert classification_accuracy >= 0.98 and best_rule_accuracy <= 0.85

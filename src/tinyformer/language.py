@@ -17,7 +17,9 @@ What the grammar has (see :func:`english_rules`):
 - prepositional phrases and relative clauses that put an *attractor* noun between the
   subject and its verb (``the dog near the cats sleeps``): a model must look past the
   nearest noun to get the agreement right;
-- at most 15 words, so the longest sentence with ``<bos>``/``<eos>`` fits in 17 positions.
+- at most 15 words, so the longest sentence with ``<bos>``/``<eos>`` fits in 17 positions
+  (with the default options; Chapter 8's options, fronted prepositional phrases and object
+  relative clauses, allow up to 20).
 
 Derivations are kept as :class:`Tree` objects, so later chapters can read off where the
 subject, verb and attractor are, break agreement on purpose, or translate a sentence
@@ -398,9 +400,10 @@ def english_rules(
     adjectives=ADJECTIVES,
     prepositions=PREPOSITIONS,
     determiners=DETERMINERS,
-    p_modifier: tuple[float, float, float] = (0.4, 0.3, 0.3),
+    p_modifier: tuple[float, ...] = (0.4, 0.3, 0.3),
     p_transitive: float = 0.6,
     p_adjectives: tuple[float, float, float] = (0.6, 0.3, 0.1),
+    p_fronted_pp: float = 0.0,
 ) -> list[Rule]:
     """The rules of the toy grammar. Number (``sg``/``pl``) is part of the nonterminal names.
 
@@ -418,6 +421,19 @@ def english_rules(
     Only the subject takes a prepositional phrase or a relative clause, and objects take
     neither, so no sentence has two derivations (no attachment ambiguity).
     Words are uniform within their category, except determiners.
+
+    Two options, off by default (the default grammar is exactly the one above), make the
+    subject harder to find (Chapter 8 uses them):
+
+    - ``p_modifier`` with a fourth entry, the probability of an *object* relative clause
+      ``Subj.n -> NP.n ORC`` with ``ORC -> that NP.m Vt.m`` (m = sg or pl, 1/2 each):
+      "the dog that the cats chase sleeps". The embedded verb agrees with the embedded
+      subject, not with the first noun, and it has no object (the gap is the head noun).
+      After "that" an object relative clause starts with a determiner and a subject
+      relative clause with a verb, so the two never share a derivation.
+    - ``p_fronted_pp``: ``S -> PP Subj.n VP.n``: "near the cats the dog sleeps", a
+      prepositional phrase before the subject, so the first noun is not the subject.
+      A sentence starts with a preposition exactly when it has one.
     """
     rules: list[Rule] = []
 
@@ -428,13 +444,22 @@ def english_rules(
         for w in words:
             add(lhs, (w,), 1.0 / len(words))
 
+    if len(p_modifier) not in (3, 4):
+        raise ValueError(
+            f"expected p_modifier = (plain, PP, RC) or (plain, PP, RC, object RC), got {p_modifier}"
+        )
+    p_plain, p_pp, p_rc, p_orc = (*p_modifier, 0.0)[:4]
+    if not 0.0 <= p_fronted_pp < 1.0:
+        raise ValueError(f"expected p_fronted_pp in [0, 1), got {p_fronted_pp}")
     for n in ("sg", "pl"):
-        add("S", (f"Subj.{n}", f"VP.{n}"), 0.5)
+        add("S", (f"Subj.{n}", f"VP.{n}"), 0.5 * (1.0 - p_fronted_pp))
+    for n in ("sg", "pl"):  # after the default rules, so the default draws stay the same
+        add("S", ("PP", f"Subj.{n}", f"VP.{n}"), 0.5 * p_fronted_pp)
     for n in ("sg", "pl"):
-        p_plain, p_pp, p_rc = p_modifier
         add(f"Subj.{n}", (f"NP.{n}",), p_plain)
         add(f"Subj.{n}", (f"NP.{n}", "PP"), p_pp)
         add(f"Subj.{n}", (f"NP.{n}", f"RC.{n}"), p_rc)
+        add(f"Subj.{n}", (f"NP.{n}", "ORC"), p_orc)
         add(f"RC.{n}", ("that", f"VP.{n}"), 1.0)
         add(f"VP.{n}", (f"Vi.{n}",), 1.0 - p_transitive)
         add(f"VP.{n}", (f"Vt.{n}", "Obj"), p_transitive)
@@ -446,6 +471,9 @@ def english_rules(
     for m in ("sg", "pl"):
         add("PP", ("P", f"NP.{m}"), 0.5)
         add("Obj", (f"NP.{m}",), 0.5)
+    if p_orc > 0:  # "that the cats chase": embedded subject and its verb, no object
+        for m in ("sg", "pl"):
+            add("ORC", ("that", f"NP.{m}", f"Vt.{m}"), 0.5)
     for i, n in enumerate(("sg", "pl")):
         for word, p in determiners[n].items():
             add(f"Det.{n}", (word,), p)
@@ -459,7 +487,7 @@ def english_rules(
 
 
 # ---------------------------------------------------------------------------------------
-# The target language: head-final word order, its own words, a regular plural
+# The target language: head-final word order, its own words, a plural particle
 # ---------------------------------------------------------------------------------------
 
 #: How each rule's right-hand side is reordered in the target language, keyed by the
@@ -467,6 +495,7 @@ def english_rules(
 #: The result is head-final, like Japanese or Turkish: the verb comes last, modifiers come
 #: before what they modify (prepositional phrases and relative clauses before their noun),
 #: adjectives and determiners after the noun, prepositions become postpositions.
+#: (Examples in source words; see TARGET_LEXICON for what becomes of "the".)
 TARGET_ORDER: dict[tuple[str, ...], tuple[int, ...]] = {
     ("NP", "PP"): (1, 0),  # the dog [near the cat]   -> [cat the near] dog the
     ("NP", "RC"): (1, 0),  # the dog [that sleeps]    -> [sleeps that] dog the
@@ -476,19 +505,26 @@ TARGET_ORDER: dict[tuple[str, ...], tuple[int, ...]] = {
     ("Det", "Nom"): (1, 0),  # the big dog             -> dog big the
     ("Adj", "N"): (1, 0),  # big dog                   -> dog big
     ("Adj", "Adj", "N"): (2, 0, 1),  # big red dog     -> dog big red
+    # the object relative clause (an english_rules option): "that" last, as in "RC"
+    ("NP", "ORC"): (1, 0),  # the dog [that the cats chase] -> [the cats chase that] dog the
+    ("that", "NP", "Vt"): (1, 2, 0),  # that the cats chase -> the cats chase that
 }
 
-#: Word-for-word translations. Nouns take the regular plural suffix -en and verbs -n in
-#: the plural (the source's irregular "children" and "mice" become regular).
+#: Word-for-word translations; a value may be several target words, or none.
+#: - "the" has no counterpart: the target marks definiteness by nothing ("the dog" -> "hun"),
+#:   except after a postposition, where it fuses with it (TARGET_CONTRACTIONS).
+#: - A plural noun is its singular stem followed by the plural particle "ta" ("dogs" ->
+#:   "hun ta"): one source word, two target words. (The source's irregular "children" and
+#:   "mice" become regular.) Verbs keep their own plural form, the singular + "n".
 TARGET_LEXICON: dict[str, str] = {
-    # determiners
-    "the": "na", "a": "un", "this": "ti", "some": "su", "these": "te",
+    # determiners ("the": no word)
+    "the": "", "a": "un", "this": "ti", "some": "su", "these": "te",
     # adjectives
     "big": "grom", "small": "pik", "red": "ros", "old": "vek", "happy": "fel",
-    # nouns: singular, plural = singular + "en"
-    "dog": "hun", "dogs": "hunen", "cat": "mis", "cats": "misen", "bird": "pav",
-    "birds": "paven", "fox": "rek", "foxes": "reken", "child": "kin",
-    "children": "kinen", "mouse": "mur", "mice": "muren",
+    # nouns: singular, plural = singular + the particle "ta"
+    "dog": "hun", "dogs": "hun ta", "cat": "mis", "cats": "mis ta", "bird": "pav",
+    "birds": "pav ta", "fox": "rek", "foxes": "rek ta", "child": "kin",
+    "children": "kin ta", "mouse": "mur", "mice": "mur ta",
     # verbs: singular, plural = singular + "n"
     "sleeps": "dorma", "sleep": "dorman", "runs": "kura", "run": "kuran",
     "sings": "kanta", "sing": "kantan", "waits": "spera", "wait": "speran",
@@ -498,32 +534,53 @@ TARGET_LEXICON: dict[str, str] = {
     "near": "pres", "behind": "dop", "under": "sot", "that": "ke",
 }  # fmt: skip
 
+#: A preposition whose noun phrase starts with "the" fuses with it into one postposition:
+#: "near the cat" -> "mis presa" (like German "zu dem" -> "zum"): two source words, one
+#: target word, aligned to both.
+TARGET_CONTRACTIONS: dict[str, str] = {"near": "presa", "behind": "dopa", "under": "sota"}
+
 
 def _category(symbol: str) -> str:
     """``NP.sg`` -> ``NP``; words stay as they are."""
     return symbol.partition(".")[0]
 
 
-def translate_tree(tree: Tree) -> tuple[list[str], list[int]]:
+def translate_tree(tree: Tree) -> tuple[list[str], list[tuple[int, int]]]:
     """Translate a derivation rule by rule: ``(target words, alignment)``.
 
     Each node translates its children, then reorders them by :data:`TARGET_ORDER`; each word
-    is looked up in :data:`TARGET_LEXICON`. ``alignment[j]`` is the source index of target
-    word ``j``.
+    is looked up in :data:`TARGET_LEXICON` (zero, one or two target words), and a
+    preposition followed by "the" becomes one word (:data:`TARGET_CONTRACTIONS`).
+
+    ``alignment`` is the list of links ``(j, i)``: target word ``j`` translates (part of)
+    source word ``i``, sorted by ``j`` then ``i``. Every target word has at least one link;
+    a source "the" outside a contraction has none; a plural noun has two (its stem and the
+    particle "ta"); a contracted postposition is linked to two source words.
     """
     counter = iter(range(len(tree.words())))
 
-    def walk(node: Tree | str) -> list[tuple[str, int]]:
+    def walk(node: Tree | str) -> list[tuple[str | None, tuple[int, ...]]]:
+        """(target word, source indices) in target order; None stands for a source word
+        with no target word (kept so that a contraction can claim it)."""
         if isinstance(node, str):
             if node not in TARGET_LEXICON:
                 raise KeyError(f"expected a word with a translation, got {node!r}")
-            return [(TARGET_LEXICON[node], next(counter))]
+            i = next(counter)
+            return [(w, (i,)) for w in TARGET_LEXICON[node].split()] or [(None, (i,))]
         parts = [walk(child) for child in node.children]  # left to right: source order
-        order = TARGET_ORDER.get(tuple(_category(s) for s in node.rule.rhs), range(len(parts)))
+        categories = tuple(_category(s) for s in node.rule.rhs)
+        if categories == ("P", "NP"):
+            preposition, phrase = node.children[0].words()[0], node.children[1]
+            if phrase.words()[0] == "the" and preposition in TARGET_CONTRACTIONS:
+                first = min(i for _, idx in parts[1] for i in idx)  # the index of "the"
+                parts[1] = [part for part in parts[1] if part != (None, (first,))]
+                p = parts[0][0][1][0]  # the preposition's index
+                parts[0] = [(TARGET_CONTRACTIONS[preposition], (p, first))]
+        order = TARGET_ORDER.get(categories, range(len(parts)))
         return [pair for k in order for pair in parts[k]]
 
-    pairs = walk(tree)
-    return [w for w, _ in pairs], [i for _, i in pairs]
+    pairs = [(w, idx) for w, idx in walk(tree) if w is not None]
+    return [w for w, _ in pairs], [(j, i) for j, (_, idx) in enumerate(pairs) for i in idx]
 
 
 @dataclass(frozen=True)
@@ -532,7 +589,8 @@ class Analysis:
 
     ``subject``: the head noun of the subject; ``verb``: the main verb, which agrees with it;
     ``attractors``: nouns that stand between the two (inside a prepositional phrase or a
-    relative clause); ``number``: the subject's number, ``"sg"`` or ``"pl"``;
+    relative clause, subject or object relative); a fronted prepositional phrase's noun
+    comes before the subject and is not one; ``number``: the subject's number, ``"sg"`` or ``"pl"``;
     ``attractor_numbers``: the number of each attractor.
     """
 
@@ -652,7 +710,9 @@ class ToyLanguage:
         spans = tree.spans()
         subj = next((i, j) for label, i, j in spans if label.startswith("Subj."))
         verb = next(i for label, i, j in spans if label.startswith("VP.") and i >= subj[1])
-        subject = next(i for label, i, _ in spans if label.startswith("N.") and i < subj[1])
+        subject = next(  # the first noun inside the subject (a fronted PP comes before it)
+            i for label, i, _ in spans if label.startswith("N.") and subj[0] <= i < subj[1]
+        )
         attractors = tuple(
             i for label, i, _ in spans if label.startswith("N.") and subject < i < verb
         )
@@ -698,24 +758,33 @@ class ToyLanguage:
         return {w: p / total for w, p in sorted(scores.items(), key=lambda kv: -kv[1])}
 
     # --------------------------------------------------------------- translation
-    def translate(self, words: list[str]) -> tuple[list[str], list[int]]:
+    def translate(self, words: list[str]) -> tuple[list[str], list[tuple[int, int]]]:
         """Translate a sentence into the target language, with its word alignment.
 
-        Returns ``(target, alignment)``: ``alignment[j]`` is the index of the source word that
-        target word ``j`` translates. Every word has exactly one translation, so the alignment
-        is a permutation: the languages differ in word order (see :data:`TARGET_ORDER`) and
-        vocabulary (:data:`TARGET_LEXICON`), not in length.
+        Returns ``(target, alignment)``: ``alignment`` lists the links ``(j, i)``, target
+        word ``j`` translates source word ``i`` (see :func:`translate_tree`). The languages
+        differ in word order (:data:`TARGET_ORDER`), vocabulary (:data:`TARGET_LEXICON`) and
+        length: "the" mostly has no counterpart, a plural noun becomes two words and
+        "near the" one, so the alignment is not a permutation.
         """
         return translate_tree(self.parse(words))
 
-    def sample_pairs(self, n: int, seed: int) -> list[tuple[list[str], list[str], list[int]]]:
+    def sample_pairs(
+        self, n: int, seed: int
+    ) -> list[tuple[list[str], list[str], list[tuple[int, int]]]]:
         """``n`` triples ``(source, target, alignment)`` drawn with ``seed``."""
         return [(t.words(), *translate_tree(t)) for t in self.sample_trees(n, seed)]
 
     @cached_property
     def target_words(self) -> list[str]:
-        """The target language's vocabulary, in the order of the source words they translate."""
-        return [TARGET_LEXICON[w] for w in self.words]
+        """The target language's vocabulary, in the order of the source words they translate
+        (each contracted postposition right after its plain form)."""
+        out: dict[str, None] = {}
+        for w in self.words:
+            out.update(dict.fromkeys(TARGET_LEXICON[w].split()))
+            if w in TARGET_CONTRACTIONS:
+                out[TARGET_CONTRACTIONS[w]] = None
+        return list(out)
 
     # ------------------------------------------------------------------ helpers
     @cached_property
