@@ -82,7 +82,6 @@ import torch
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, in Jupyter
 import transformers  # noqa: E402  (after the filter)
 from matplotlib_inline.backend_inline import set_matplotlib_formats
-
 from tinyformer.decode import generate, greedy_decode
 from tinyformer.layers import SinusoidalPositionalEncoding
 from tinyformer.pretrained import config_from_hf, load_pretrained
