@@ -531,12 +531,12 @@ with torch.no_grad():
 #
 # <div class="admonition warning">
 # <p class="admonition-title">PyTorch's padding mask is the inverse of ours</p>
-#
-# In `nn.TransformerEncoderLayer`, `src_key_padding_mask` is `True` at the pads:
-# `True` = NOT allowed to attend. That is the inverse of `tinyformer`'s `padding_mask`,
-# which is `True` at the real tokens. PyTorch's mask is simply `ids == pad_id`; from
-# ours, `to_torch_mask(padding_mask(ids, pad_id))[:, 0, 0, :]`.
-#
+# <p>In <code>nn.TransformerEncoderLayer</code>, <code>src_key_padding_mask</code> is
+# <code>True</code> at the pads: <code>True</code> = NOT allowed to attend. That is the
+# inverse of <code>tinyformer</code>'s <code>padding_mask</code>, which is
+# <code>True</code> at the real tokens. PyTorch's mask is simply
+# <code>ids == pad_id</code>; from ours,
+# <code>to_torch_mask(padding_mask(ids, pad_id))[:, 0, 0, :]</code>.</p>
 # </div>
 #
 # We compare at the real positions, for post-LN and pre-LN, and then a whole stack with
@@ -595,13 +595,12 @@ assert gap.abs().max().item() < 1e-5
 # %% [markdown]
 # <div class="admonition note">
 # <p class="admonition-title">Pad rows are undefined, and PyTorch may say so</p>
-#
-# We compared real positions only. With its default `enable_nested_tensor=True`, in
-# evaluation mode and under post-LN, `nn.TransformerEncoder` takes a fast path that packs
-# the real tokens and skips the pads altogether, returning **zeros** at pad positions.
-# Our encoder returns whatever the pad queries computed. Both are right, because neither
-# number means anything; code that reads pad rows is the bug.
-#
+# <p>We compared real positions only. With its default
+# <code>enable_nested_tensor=True</code>, in evaluation mode and under post-LN,
+# <code>nn.TransformerEncoder</code> takes a fast path that packs the real tokens and
+# skips the pads altogether, returning <strong>zeros</strong> at pad positions. Our
+# encoder returns whatever the pad queries computed. Both are right, because neither
+# number means anything; code that reads pad rows is the bug.</p>
 # </div>
 
 # %%
@@ -724,28 +723,31 @@ print("maps     ", list(maps), "each", tuple(attention[0].shape), "(B, H, T, T)"
 #
 # Here is what one head of our **untrained** encoder does with the padded second sentence.
 
-# %% mystnb={"figure": {"caption": "Attention of an untrained encoder on a padded sentence: the pad columns are empty, the pad rows are ordinary distributions over the real tokens, and there is no causal triangle.", "name": "fig-ch06-random-attention"}, "image": {"alt": "A heatmap of attention weights, queries in rows and keys in columns, for the tokens of the second sentence followed by five pad tokens; the pad columns are white and every row spreads its weight over the real tokens."}} tags=["hide-input"]
+# %% mystnb={"figure": {"caption": "Attention of an untrained encoder on a padded sentence: the pad columns are empty, the pad rows are ordinary distributions over the real tokens, and there is no causal triangle. The colour scale runs from 0 to the largest weight in the map (not to 1), since these weights are all small.", "name": "fig-ch06-random-attention"}, "image": {"alt": "A heatmap of attention weights, queries in rows and keys in columns, for the tokens of the second sentence followed by five pad tokens; the pad columns are white and every row spreads its weight over the real tokens."}} tags=["hide-input"]
 b, layer_i, head = 1, 0, 0
 labels = vocab.decode(ids[b], strip_special=False)
+weights = attention[layer_i][b, head]  # (T, T)
 ax = plot_attention(
-    attention[layer_i][b, head],
+    weights,
     labels,
     labels,
     title=f"layer {layer_i}, head {head}: random weights, padded sentence",
 )
+# plot_attention's colour scale runs from 0 to 1; these weights are far smaller, so we
+# scale the colours to the largest weight instead (the colour bar follows)
+ax.images[0].set_clim(0, weights.max().item())
 
 # %% [markdown]
 # <div class="admonition note">
 # <p class="admonition-title">The weights are random, so the pattern means nothing yet</p>
-#
-# Which word looks at which is an accident of the initialisation;
-# [Chapter 7](07_masked_language_modelling.ipynb) draws such maps for a trained encoder.
-# What the picture does show is the structure: there is no triangle any more, the
-# `<bos>` row (the summary position) spreads over the whole sentence, the `<pad>` columns
-# are empty, and the `<pad>` rows are ordinary distributions over the real tokens,
-# computed and then ignored.
-#
+# <p>Which word looks at which is an accident of the initialisation. What the picture
+# does show is the structure: there is no triangle any more, the
+# <code>&lt;bos&gt;</code> row (the summary position) spreads over the whole sentence,
+# the <code>&lt;pad&gt;</code> columns are empty, and the <code>&lt;pad&gt;</code> rows
+# are ordinary distributions over the real tokens, computed and then ignored.</p>
 # </div>
+#
+# [Chapter 7](07_masked_language_modelling.ipynb) draws such maps for a trained encoder.
 
 # %%
 w = attention[layer_i][b]  # (H, T, T) for sentence 2
