@@ -61,7 +61,10 @@ if "google.colab" in sys.modules:
 # - put a classification head on an encoder, pooling `(B, T, D)` into `(B, D)` either at
 #   the `<bos>` position (in the place of BERT's `[CLS]`) or by a mean over real tokens,
 #   and check it against `tinyformer.encoder.SequenceClassifier`;
-# - fine-tune a pre-trained masked-language-model encoder, beat every simple rule by a
+# - find that the harder language defeats the simple rules one tries first, yet a
+#   two-part position rule still solves it, so the task tests whether a model can learn
+#   that rule from labels;
+# - fine-tune a pre-trained masked-language-model encoder, beat the simple rules by a
 #   wide margin, and compare it with the same network trained from scratch with the
 #   same compute, as a function of the number of labelled examples.
 
@@ -108,9 +111,11 @@ print(" ".join(broken), "  ->", default_lang.is_grammatical(broken))
 # %% [markdown]
 # A data set is a list of sentences with labels, 1 for grammatical and 0 for broken. We
 # draw the grammatical half with `lang.sample` and the broken half by breaking *other*
-# samples, so a sentence and its own broken twin never meet (if they did, a model could
-# learn to compare near-duplicates; and a test sentence's twin could sit in the training
-# set). The halves are equal, so always answering "grammatical" scores 50 %.
+# samples, so within one data set a sentence rarely meets its own broken twin (if it
+# often did, a model could learn to compare near-duplicates). Across the training and
+# held-out sets it can happen: in our run 24 held-out sentences have their twin in the
+# training set, about 1 %, too few to change the picture. The halves are equal, so
+# always answering "grammatical" scores 50 %.
 #
 # For every sentence we keep `lang.analyse`'s answer too: where the subject and the main
 # verb are, and which attractor nouns stand between them. The broken sentences no longer
@@ -158,8 +163,8 @@ d_train = make_dataset(default_lang, N_TRAIN, seed=10)
 *d_test, d_dropped = held_out(default_lang, d_train[0], N_TEST, seed=20)
 for s, y in list(zip(*d_train[:2], strict=True))[:5]:
     print(y, " ".join(s))
-print(f"held out: {len(d_test[0])} sentences, {sum(d_test[1])} grammatical;", end=" ")
-print(f"{d_dropped:.1%} of the {N_TEST} drawn also occur in training and were dropped")
+print(f"held out: {len(d_test[0])} sentences, {sum(d_test[1])} grammatical")
+print(f"dropped: {d_dropped:.1%} of the {N_TEST} drawn (they occur in training)")
 
 # %% [markdown]
 # ## Four rules, before any model
@@ -176,6 +181,16 @@ print(f"{d_dropped:.1%} of the {N_TEST} drawn also occur in training and were dr
 #   on the training set. (A logistic regression on the same four counts is printed too.)
 # - **bag of words**: a logistic regression on how often each of the 42 words occurs,
 #   trained on the training sentences.
+#
+# Two more rules use word positions, and we will need them on the harder language
+# below. In this language an object never contains a verb, so the main verb is always
+# the **last** verb of the sentence:
+#
+# - **last verb, first noun**: grammatical when the last verb agrees with the first
+#   noun;
+# - **last verb, first noun after a fronted phrase**: the same, but when the sentence
+#   starts with a preposition, the first noun after that phrase (the phrase ends at its
+#   first noun).
 
 # %%
 KIND = {}  # word -> "noun" or "verb", for the words that have a number
@@ -199,6 +214,17 @@ def nearest_noun_rule(lang, words):
         elif KIND.get(w) == "verb":
             ok = ok and lang.number(w) == last_noun
     return int(ok)
+
+
+PREPOSITIONS = {r.rhs[0] for r in default_lang.grammar.rules if r.lhs == "P"}
+
+
+def last_verb_rule(lang, words, skip_fronted=False):
+    """1 when the last verb agrees with the first noun (after a fronted phrase)."""
+    nouns = [i for i, w in enumerate(words) if KIND.get(w) == "noun"]
+    first = nouns[1] if skip_fronted and words[0] in PREPOSITIONS else nouns[0]
+    last_verb = [w for w in words if KIND.get(w) == "verb"][-1]
+    return int(lang.number(last_verb) == lang.number(words[first]))
 
 
 def counts(lang, words):
@@ -258,6 +284,8 @@ def rule_predictions(lang, train_set, test_set):
         ],
         "counts (logistic)": fit("counts"),
         "bag of words (logistic)": fit("bag"),
+        "last verb, first noun": [last_verb_rule(lang, s) for s in test_s],
+        "last verb, after fronted": [last_verb_rule(lang, s, True) for s in test_s],
     }
 
 
@@ -269,7 +297,7 @@ def accuracy_of(predictions, labels):
 
 default_rules = rule_predictions(default_lang, d_train, d_test)
 for name, pred in default_rules.items():
-    print(f"{name:24s} {accuracy_of(pred, d_test[1]):.3f}")
+    print(f"{name:26s} {accuracy_of(pred, d_test[1]):.3f}")
 
 # %% [markdown]
 # On the course's default language, the first-noun rule is **perfect**. The subject is
@@ -279,7 +307,8 @@ for name, pred in default_rules.items():
 # here without knowing anything about the structure between subject and verb. The
 # count table does well too: a broken sentence often has a verb of a number that no noun
 # has, or two verbs that disagree, and counts see that. Only rules that ignore how
-# numbers combine (the two linear models) are at chance.
+# numbers combine (the two linear models) are at chance. The two position rules are
+# perfect too: here the first noun is always the subject.
 #
 # So on this language "find the subject" is a claim the task cannot test. We change the
 # language.
@@ -331,8 +360,15 @@ test_sents, test_labels, test_info = test_set
 N_HELD = len(test_sents)
 for s, y in list(zip(train_sents, train_labels, strict=True))[:5]:
     print(y, " ".join(s))
-print(f"held out: {N_HELD} sentences, {sum(test_labels)} grammatical;", end=" ")
-print(f"{dropped:.1%} of the {N_TEST} drawn also occur in training and were dropped")
+print(f"held out: {N_HELD} sentences, {sum(test_labels)} grammatical")
+print(f"dropped: {dropped:.1%} of the {N_TEST} drawn (they occur in training)")
+seen_in_training = {tuple(s) for s in train_sents}
+twins = sum(
+    tuple(s[: a.verb] + [lang.flip_number(s[a.verb])] + s[a.verb + 1 :])
+    in seen_in_training
+    for s, a in zip(test_sents, test_info, strict=True)
+)  # held-out sentences whose twin (main verb flipped) is a training sentence
+print(f"held-out sentences whose broken or grammatical twin is in training: {twins}")
 
 # %% [markdown]
 # Two kinds of held-out sentence are hard for a rule, and we report them separately
@@ -366,15 +402,21 @@ for name, pred in rules.items():
     rule_accuracy[name] = (right.mean().item(), right[hard].mean().item(),
                            right[fronted].mean().item())  # fmt: skip
     everything, attractor, first_noun = rule_accuracy[name]
-    print(f"{name:24s} all {everything:.3f} | attractor {attractor:.3f}", end=" | ")
+    print(f"{name:26s} all {everything:.3f} | attractor {attractor:.3f}", end=" | ")
     print(f"first noun {first_noun:.3f}")
-best_rule = max(rule_accuracy, key=lambda k: rule_accuracy[k][0])
+SIMPLE = ["first noun", "nearest noun", "counts (best table)", "counts (logistic)"]
+SIMPLE += ["bag of words (logistic)"]  # the rules that ignore where the main verb is
+best_simple = max(SIMPLE, key=lambda k: rule_accuracy[k][0])
+best_simple_accuracy = rule_accuracy[best_simple][0]
+best_rule = max(rule_accuracy, key=lambda k: rule_accuracy[k][0])  # all rules
 best_rule_accuracy = rule_accuracy[best_rule][0]
+print(f"best simple rule: {best_simple}, {best_simple_accuracy:.3f}")
 print(f"best rule: {best_rule}, {best_rule_accuracy:.3f}")
 
 # %%
-assert best_rule_accuracy <= 0.85
-print("no rule reaches 85 % on the harder language")
+assert all(rule_accuracy[name][0] <= 0.85 for name in SIMPLE)
+assert best_rule_accuracy == 1.0  # the position rule: every held-out sentence right
+print("no simple rule reaches 85 %; the two-part position rule is perfect")
 
 # %% [markdown]
 # The first-noun rule drops to about 80 %: it is wrong whenever the first noun is a
@@ -382,7 +424,18 @@ print("no rule reaches 85 % on the harder language")
 # verb disagrees with the main subject. The nearest-noun rule fails on every mismatched
 # attractor. The count table falls to about three quarters, because more sentences now
 # hold nouns of both numbers and verbs of both numbers; the linear models stay at chance.
-# To do better, a model has to work out which noun each verb belongs to.
+#
+# But the last row is perfect. Two facts about this language make a position rule
+# enough: the subject is the first noun after any fronted phrase, and the main verb is
+# the last verb (objects never contain a verb). Checking only the last verb already
+# fixes the object relative clauses (*last verb, first noun*, about 85 %); skipping the
+# fronted phrase fixes the rest. So the harder language defeats the rules one would try
+# first, but not every rule: a model does not need the sentence's full structure to
+# solve it. What the task does test is whether a model can *learn* that two-part rule
+# from labelled sentences, without being told it. A language in which the main verb is
+# not the last one, for example with relative clauses on objects (*the dog sees the
+# cats that sleep*), would defeat this rule too and ask for more structure; we leave
+# that open here.
 
 # %% [markdown]
 # ## A classification head
@@ -505,6 +558,25 @@ _ = train(
     mlm, get_mlm_batch, steps=STEPS, lr=LR, warmup_steps=WARMUP, loss_fn=mlm_objective,
     log_every=100,
 )  # fmt: skip
+
+# %% [markdown]
+# Pre-training never sees a label, but it does see sentences: a short held-out
+# grammatical sentence may also turn up, unlabelled, among the pre-training batches.
+
+# %%
+stream = set()  # every sentence of the pre-training batches
+for step in range(STEPS):
+    stream.update(tuple(s) for s in lang.sample(BATCH, seed=TRAIN_SEED + step))
+good_held = [s for s, y in zip(test_sents, test_labels, strict=True) if y == 1]
+in_stream = sum(tuple(s) in stream for s in good_held) / len(good_held)
+print(
+    f"held-out grammatical sentences also in the pre-training stream: {in_stream:.1%}"
+)
+
+# %% [markdown]
+# In our run 5.3 % of the held-out grammatical sentences occur in the pre-training
+# stream. They arrive there without a label, and the broken ones never do, so no answer
+# leaks; it means only that a few short test sentences are familiar to the encoder.
 
 # %% [markdown]
 # As in [Chapter 7](07_masked_language_modelling.ipynb) we measure it on held-out
@@ -664,14 +736,13 @@ for pooling in ("cls", "mean"):
     print(f"{pooling:4s} pooling: held-out accuracy every 100 steps",
           [round(a, 3) for a in history["eval"]])  # fmt: skip
 
-# %% mystnb={"figure": {"caption": "Fine-tuning the pre-trained encoder on 4096 labelled sentences of the harder language, with [CLS] (<bos>) pooling and with mean pooling: held-out accuracy climbs past every simple rule (dotted: the best rule) within a few hundred steps.", "name": "fig-ch08-fine-tuning"}, "image": {"alt": "Line plot of held-out accuracy against fine-tuning step for two poolings, both starting at chance and rising above 0.98, above a dotted horizontal line at the best rule's accuracy of about 0.8."}} tags=["hide-input", "nbval-ignore-output"]
+# %% mystnb={"figure": {"caption": "Fine-tuning the pre-trained encoder on 4096 labelled sentences of the harder language, with [CLS] (<bos>) pooling and with mean pooling: held-out accuracy climbs past every simple rule (dotted: the best of them, first noun) within a few hundred steps, close to the two-part position rule (dash-dot), which is perfect.", "name": "fig-ch08-fine-tuning"}, "image": {"alt": "Line plot of held-out accuracy against fine-tuning step for two poolings, both starting at chance and rising above 0.98, above a dotted horizontal line at the best simple rule's accuracy of about 0.8 and just below a dash-dot line at 1.0 for the position rule."}} tags=["hide-input", "nbval-ignore-output"]
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
 for pooling, label in (("cls", "[CLS] (<bos>) pooling"), ("mean", "mean pooling")):
     history = runs[pooling][1]
     ax.plot(history["eval_step"], history["eval"], "o-", label=label)
-ax.axhline(
-    best_rule_accuracy, color="gray", linestyle=":", label=f"best rule ({best_rule})"
-)
+ax.axhline(best_simple_accuracy, color="gray", linestyle=":", label="first-noun rule")
+ax.axhline(best_rule_accuracy, color="gray", linestyle="-.", label="position rule")
 ax.axhline(0.5, color="gray", linestyle="--", linewidth=0.8, label="chance")
 ax.set_xlabel("fine-tuning step (batches of 32)")
 ax.set_ylabel("held-out accuracy")
@@ -702,15 +773,17 @@ for name, (a, h, f) in table.items():
 
 # %%
 assert classification_accuracy >= 0.98 and hard_accuracy >= 0.95
-assert classification_accuracy > best_rule_accuracy + 0.1
-print("[CLS] classifier: at least 98 % held out, 10 points above the best rule")
+assert classification_accuracy > best_simple_accuracy + 0.1
+print("[CLS] classifier: at least 98 % held out, 10 points above every simple rule")
 
 # %% [markdown]
-# Every rule has a blind spot that the fine-tuned encoder does not share. On sentences
+# Every simple rule has a blind spot that the fine-tuned encoder does not share. On sentences
 # with an attractor of the other number it scores about 97 to 99 %, where the
 # nearest-noun rule scores 0 %; on sentences whose first noun is a fronted noun of the
 # other number, about 95 to 97 %, where the first-noun rule scores 15 %. Those two kinds
-# are also where its few remaining errors sit.
+# are also where its few remaining errors sit. It has not quite learned the position
+# rule, which gets every sentence right, but it came within about a point of it from
+# labels alone.
 #
 # Mean pooling did a little better than [CLS] pooling here, and got there faster. A
 # plausible reason: every word's vector has a direct path to a mean-pooled output, while
@@ -749,7 +822,7 @@ for n in LABEL_COUNTS:
     print(f"{n:5d} labels | pre-trained, {FT_STEPS} steps: {curve[True][n]:.3f}"
           f" | from scratch, {SCRATCH_STEPS} steps: {curve[False][n]:.3f}")  # fmt: skip
 
-# %% mystnb={"figure": {"caption": "Label efficiency at equal compute: held-out accuracy of the classifier fine-tuned from the pre-trained encoder (500 steps) and of the same network trained from scratch (1,700 steps, the compute of pre-training plus fine-tuning), against the number of labelled sentences. The dotted line is the best simple rule.", "name": "fig-ch08-label-efficiency"}, "image": {"alt": "Line plot of held-out accuracy against the number of labelled sentences on a log scale from 256 to 4096, one line for the pre-trained encoder and one for training from scratch, with a dotted horizontal line for the best rule and a dashed one for chance."}} tags=["hide-input", "nbval-ignore-output"]
+# %% mystnb={"figure": {"caption": "Label efficiency at equal compute: held-out accuracy of the classifier fine-tuned from the pre-trained encoder (500 steps) and of the same network trained from scratch (1,700 steps, the compute of pre-training plus fine-tuning), against the number of labelled sentences. The dotted line is the best simple rule (first noun); the two-part position rule, at 1.0, is left out.", "name": "fig-ch08-label-efficiency"}, "image": {"alt": "Line plot of held-out accuracy against the number of labelled sentences on a log scale from 256 to 4096, one line for the pre-trained encoder and one for training from scratch, with a dotted horizontal line for the best simple rule and a dashed one for chance."}} tags=["hide-input", "nbval-ignore-output"]
 fig, ax = plt.subplots(figsize=(6.5, 4.8), layout="constrained")
 for pretrained, label in (
     (True, f"fine-tuned from the MLM encoder ({FT_STEPS} steps)"),
@@ -758,7 +831,7 @@ for pretrained, label in (
     ax.plot(
         LABEL_COUNTS, [curve[pretrained][n] for n in LABEL_COUNTS], "o-", label=label
     )
-ax.axhline(best_rule_accuracy, color="gray", linestyle=":", label="best rule")
+ax.axhline(best_simple_accuracy, color="gray", linestyle=":", label="first-noun rule")
 ax.axhline(0.5, color="gray", linestyle="--", linewidth=0.8, label="chance")
 ax.set_xscale("log", base=2)
 ax.set_xticks(LABEL_COUNTS, labels=[str(n) for n in LABEL_COUNTS])
@@ -878,11 +951,14 @@ print("<bos> reads the attractor less than an average token")
 #   and broken sentences there can be told apart without finding anything.
 # - A language option that fronts prepositional phrases and adds object relative clauses
 #   (*near the cats the dog that the birds chase sleeps*) keeps the grammar unambiguous
-#   and exact, and drops every simple rule to 81 % or below: first noun, nearest noun,
-#   counts, and bag-of-words logistic regressions (the linear ones at chance: agreement
-#   is an XOR of two numbers, which a linear function of counts cannot express). Rules
-#   can be patched (exercise 3 reaches 92 %), but a rule that handles everything is the
-#   grammar itself.
+#   and exact, and drops the rules one tries first to 81 % or below: first noun,
+#   nearest noun, counts, and bag-of-words logistic regressions (the linear ones at
+#   chance: agreement is an XOR of two numbers, which a linear function of counts cannot
+#   express). It does not defeat every rule: the main verb is always the last verb, so
+#   "the last verb agrees with the first noun after any fronted phrase" is perfect. The
+#   task tests whether a model learns that rule from labels, not whether it needs the
+#   full structure; relative clauses on objects would make the main verb not the last
+#   one, an open direction.
 # - Held-out sentences that also occur in the training set are dropped: a toy language
 #   repeats its short sentences.
 # - A classification head pools the encoder's `(B, T, D)` output into `(B, D)`, either
@@ -892,7 +968,8 @@ print("<bos> reads the attractor less than an average token")
 #   sentence's logits.
 # - Fine-tuned from an encoder pre-trained by masked language modelling on the same
 #   language, the classifier reaches about 99 % on held-out sentences, nearly 20 points
-#   above the best rule, and 95 to 99 % on the sentences that defeat the rules.
+#   above the best simple rule and about a point below the position rule, and 95 to
+#   99 % on the sentences that defeat the simple rules.
 # - At equal compute (a from-scratch run sees as many sentences as pre-training plus
 #   fine-tuning), the pre-trained encoder is far ahead with 1024 labels and ahead with
 #   4096; with 256 labels neither learns the task.
@@ -931,10 +1008,14 @@ print("<bos> reads the attractor less than an average token")
 # score = least_likely_word(mlm, vocab.batch(test_sents, bos=True, eos=True))
 # for threshold in (-3, -4, -5):
 #     right = ((score > threshold).long() == test_y).float()
-#     print(threshold, round(right.mean().item(), 3), round(right[hard].mean().item(), 3))
+#     print(
+#         threshold,
+#         round(right.mean().item(), 3),
+#         round(right[hard].mean().item(), 3),
+#     )
 # ```
 #
-# In our run it does poorly: about 59 % at a threshold of $-3$, and chance at $-4$ and
+# In our run it does poorly: about 60 % at a threshold of $-3$, and chance at $-4$ and
 # $-5$. The encoder, pre-trained for 300 steps on this harder language, is not sure
 # enough of agreement: a threshold low enough to pass the grammatical sentences, whose
 # rare words (a fronted phrase's noun is one of twelve) also score low, lets the broken
@@ -952,7 +1033,8 @@ print("<bos> reads the attractor less than an average token")
 #
 # ```python
 # g = set_seed(0)
-# probe = SequenceClassifier(copy.deepcopy(mlm.encoder).requires_grad_(False), n_classes=2)
+# frozen = copy.deepcopy(mlm.encoder).requires_grad_(False)
+# probe = SequenceClassifier(frozen, n_classes=2)
 #
 # def get_batch(step):
 #     rows = torch.randint(N_TRAIN, (32,), generator=g)
@@ -993,18 +1075,23 @@ print("<bos> reads the attractor less than an average token")
 #
 # pred = torch.tensor([patched_rule(s) for s in test_sents])
 # print((pred == test_y).float().mean().item())
-# orc = torch.tensor([any(w == "that" and words[i + 1] in ("the", "a", "this", "some", "these")
-#                         for i, w in enumerate(words[:-1])) for words in test_sents])
-# print((pred == test_y)[orc].float().mean().item(), (pred == test_y)[~orc].float().mean().item())
+# DETERMINERS = ("the", "a", "this", "some", "these")
+# orc = torch.tensor([  # has an object relative clause: "that" + a determiner
+#     any(w == "that" and words[i + 1] in DETERMINERS for i, w in enumerate(words[:-1]))
+#     for words in test_sents
+# ])
+# right = pred == test_y
+# print(right[orc].float().mean().item(), right[~orc].float().mean().item())
 # ```
 #
 # In our run the patched rule scores about 92 %: right on every sentence without an
 # object relative clause, and on 75 % of the 31 % that have one, where the embedded verb
-# agrees with the embedded subject, not with the main one. Patch that too, and you are
-# writing the grammar. The honest claim is narrower than "only a parser can do it": the
-# simple rules above fail, and the model learned what the patched rules encode from 4096
-# labelled sentences, without being told the grammar; it still beats the patched rule
-# by about 7 points.
+# agrees with the embedded subject, not with the main one. Patch that too by checking
+# only the last verb, which in this language is always the main verb, and you get the
+# table's *last verb, after fronted* rule: 100 %. So the claim is not "only a parser
+# can do it": the simple rules above fail, a two-part position rule succeeds, and the
+# model learned nearly as much from 4096 labelled sentences, without being told the
+# rule; it beats this exercise's patched rule by about 7 points.
 #
 # </details>
 #
@@ -1017,7 +1104,10 @@ print("<bos> reads the attractor less than an average token")
 # ```python
 # for n in (256, 1024):
 #     for pooling in ("cls", "mean"):
-#         runs_n = [accuracy(fine_tune(n, True, pooling=pooling, seed=s)[0])[0] for s in range(2)]
+#         runs_n = [
+#             accuracy(fine_tune(n, True, pooling=pooling, seed=s)[0])[0]
+#             for s in range(2)
+#         ]
 #         print(n, pooling, [round(a, 3) for a in runs_n])
 # ```
 #
@@ -1041,8 +1131,9 @@ print("<bos> reads the attractor less than an average token")
 #   words;
 # - `classification_accuracy`: the fine-tuned `[CLS]` classifier on the held-out
 #   sentences (those not in the training set); it must be at least 98 %;
-# - `best_rule_accuracy`: the best of the simple rules on the same sentences; it must
-#   be at most 85 %.
+# - `best_rule_accuracy`: the best of all the rules in the table on the same sentences:
+#   the two-part position rule, which is perfect (the simple rules, which must each stay
+#   at or below 85 %, are checked above).
 
 # %% tags=["nbval-ignore-output"]
 print(f"mlm_accuracy: {mlm_accuracy:.4f}")
@@ -1050,4 +1141,5 @@ print(f"mlm_bayes_accuracy: {mlm_bayes_accuracy:.4f}")
 print(f"classification_accuracy: {classification_accuracy:.4f}")
 print(f"best_rule_accuracy: {best_rule_accuracy:.4f}")
 assert mlm_bayes_accuracy - mlm_accuracy < 0.03
-assert classification_accuracy >= 0.98 and best_rule_accuracy <= 0.85
+assert classification_accuracy >= 0.98 and best_rule_accuracy == 1.0
+assert all(rule_accuracy[name][0] <= 0.85 for name in SIMPLE)
