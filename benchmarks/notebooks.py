@@ -14,6 +14,7 @@ Run: ``python benchmarks/notebooks.py [--quick] [--out DIR]``.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -49,6 +50,12 @@ def toc_notebooks() -> list[Path]:
     return notebooks
 
 
+def code_digest(nb) -> str:
+    """SHA-256 of a notebook's code cells, in order: what its run time depends on."""
+    sources = "\n# %%\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    return hashlib.sha256(sources.encode()).hexdigest()
+
+
 def execute(path: Path) -> dict:
     """Run one notebook in a fresh kernel; return its wall time, cell count and any error."""
     nb = nbformat.read(path, as_version=4)
@@ -70,6 +77,9 @@ def execute(path: Path) -> dict:
         "notebook": str(path.relative_to(ROOT)),
         "seconds": seconds,
         "code_cells": code_cells,
+        # Which version of the code was timed: a chapter's stated run time is checked
+        # against this row only while its code is the same (tests/test_notebooks.py).
+        "code_sha256": code_digest(nb),
         "ok": error is None,
         "error": error,
     }

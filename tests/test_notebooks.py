@@ -5,6 +5,7 @@ Each failure says what to run to fix it.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
@@ -254,11 +255,19 @@ def test_opens_with_a_colab_badge_and_its_run_time(path: Path):
         f"{path.name}: say how long the chapter runs ('runs in about N s on two CPU cores')"
     )
     if TIMES.exists():
+        # Checked against the last `make bench` only if it timed this version of the code
+        # (a row records the SHA-256 of the code cells it ran); a stale row checks nothing.
+        sources = "\n# %%\n".join(c.source for c in nb.cells if c.cell_type == "code")
+        digest = hashlib.sha256(sources.encode()).hexdigest()
         rows = json.loads(TIMES.read_text()).get("notebooks", [])
-        measured = [r["seconds"] for r in rows if r.get("notebook") == relative and r.get("ok")]
+        measured = [
+            r["seconds"]
+            for r in rows
+            if r.get("notebook") == relative and r.get("ok") and r.get("code_sha256") == digest
+        ]
         if measured:
             seconds = int(found[1]) * (60 if found[2] == "min" else 1)
-            # "about": within a factor of two of the last `make bench`, and never under 5 s off.
+            # "about": within a factor of two of the measurement, and never under 5 s off.
             assert abs(seconds - measured[0]) <= max(5, measured[0]), (
                 f"{path.name} says {found[0]}; benchmarks/results/notebooks.json measured "
                 f"{measured[0]:.0f} s"
