@@ -112,6 +112,13 @@ _SETTLE_JS = """async () => {
         await MathJax.startup.promise;
     }
     await document.fonts.ready;
+    // Opening a <details> starts a fade-in (myst-nb's hidden cells, sphinx-design's dropdowns);
+    // axe measured half-faded code as low contrast on a slow machine. Force the style
+    // recalculation that starts them, then jump every finite animation to its end.
+    document.body.getBoundingClientRect();
+    for (const a of document.getAnimations()) {
+        if (a.effect && a.effect.getComputedTiming().endTime !== Infinity) a.finish();
+    }
 }"""
 
 # Every <details> open (exercise solutions, cells hidden behind "Show code"): what they hide
