@@ -117,9 +117,9 @@ def test_target_vocabulary(lang, pairs):
 
 
 def test_grammar_options_translate_too():
-    """Sentences of the english_rules options (object relative clauses, fronted PPs) have a
+    """Sentences of the english_rules options (relative clauses, fronted PPs) have a
     translation with valid links."""
-    lang = ToyLanguage(p_modifier=(0.2, 0.2, 0.2, 0.4), p_fronted_pp=0.3)
+    lang = ToyLanguage(p_modifier=(0.2, 0.2, 0.2, 0.4), p_fronted_pp=0.3, p_object_rc=(0.3, 0.3))
     for source, target, alignment in lang.sample_pairs(300, seed=23):
         assert {j for j, _ in alignment} == set(range(len(target)))
         assert all(0 <= i < len(source) for _, i in alignment)

@@ -18,8 +18,8 @@ What the grammar has (see :func:`english_rules`):
   subject and its verb (``the dog near the cats sleeps``): a model must look past the
   nearest noun to get the agreement right;
 - at most 15 words, so the longest sentence with ``<bos>``/``<eos>`` fits in 17 positions
-  (with the default options; Chapter 8's options, fronted prepositional phrases and object
-  relative clauses, allow up to 20).
+  (with the default options; Chapter 8's options, fronted prepositional phrases and
+  relative clauses inside subjects and objects, make sentences longer).
 
 Derivations are kept as :class:`Tree` objects, so later chapters can read off where the
 subject, verb and attractor are, break agreement on purpose, or translate a sentence
@@ -404,6 +404,7 @@ def english_rules(
     p_transitive: float = 0.6,
     p_adjectives: tuple[float, float, float] = (0.6, 0.3, 0.1),
     p_fronted_pp: float = 0.0,
+    p_object_rc: tuple[float, float] = (0.0, 0.0),
 ) -> list[Rule]:
     """The rules of the toy grammar. Number (``sg``/``pl``) is part of the nonterminal names.
 
@@ -419,10 +420,11 @@ def english_rules(
         Nom.n   -> N.n | Adj N.n | Adj Adj N.n      (p_adjectives)
 
     Only the subject takes a prepositional phrase or a relative clause, and objects take
-    neither, so no sentence has two derivations (no attachment ambiguity).
+    neither (unless ``p_object_rc`` says so, and then only a relative clause that ends
+    the sentence), so no sentence has two derivations (no attachment ambiguity).
     Words are uniform within their category, except determiners.
 
-    Two options, off by default (the default grammar is exactly the one above), make the
+    Three options, off by default (the default grammar is exactly the one above), make the
     subject harder to find (Chapter 8 uses them):
 
     - ``p_modifier`` with a fourth entry, the probability of an *object* relative clause
@@ -434,6 +436,13 @@ def english_rules(
     - ``p_fronted_pp``: ``S -> PP Subj.n VP.n``: "near the cats the dog sleeps", a
       prepositional phrase before the subject, so the first noun is not the subject.
       A sentence starts with a preposition exactly when it has one.
+    - ``p_object_rc = (p_short, p_orc)``: relative clauses on *objects*, so the main verb
+      is not always the last verb. With probability ``p_short`` an object takes
+      ``ShortRC.m -> that Vi.m`` ("the dog sees the cats that sleep": *sleep* agrees with
+      *cats*), with probability ``p_orc`` the object relative clause ``ORC`` above ("the
+      dog sees the cat that the birds chase"). Neither contains an object, so the
+      grammar stays finite; "that" after an object starts the object's clause, since
+      nothing else can follow an object.
     """
     rules: list[Rule] = []
 
@@ -451,6 +460,11 @@ def english_rules(
     p_plain, p_pp, p_rc, p_orc = (*p_modifier, 0.0)[:4]
     if not 0.0 <= p_fronted_pp < 1.0:
         raise ValueError(f"expected p_fronted_pp in [0, 1), got {p_fronted_pp}")
+    if len(p_object_rc) != 2 or min(p_object_rc) < 0 or sum(p_object_rc) >= 1:
+        raise ValueError(
+            f"expected p_object_rc = (short RC, object RC), each >= 0, sum < 1, got {p_object_rc}"
+        )
+    p_obj_short, p_obj_orc = p_object_rc
     for n in ("sg", "pl"):
         add("S", (f"Subj.{n}", f"VP.{n}"), 0.5 * (1.0 - p_fronted_pp))
     for n in ("sg", "pl"):  # after the default rules, so the default draws stay the same
@@ -470,8 +484,12 @@ def english_rules(
         add(f"Nom.{n}", ("Adj", "Adj", f"N.{n}"), p2)
     for m in ("sg", "pl"):
         add("PP", ("P", f"NP.{m}"), 0.5)
-        add("Obj", (f"NP.{m}",), 0.5)
-    if p_orc > 0:  # "that the cats chase": embedded subject and its verb, no object
+        add("Obj", (f"NP.{m}",), 0.5 * (1.0 - p_obj_short - p_obj_orc))
+    for m in ("sg", "pl"):  # after the default rules, so the default draws stay the same
+        add("Obj", (f"NP.{m}", f"ShortRC.{m}"), 0.5 * p_obj_short)
+        add(f"ShortRC.{m}", ("that", f"Vi.{m}"), 1.0 if p_obj_short > 0 else 0.0)
+        add("Obj", (f"NP.{m}", "ORC"), 0.5 * p_obj_orc)
+    if p_orc > 0 or p_obj_orc > 0:  # "that the cats chase": embedded subject and its verb, no object
         for m in ("sg", "pl"):
             add("ORC", ("that", f"NP.{m}", f"Vt.{m}"), 0.5)
     for i, n in enumerate(("sg", "pl")):
@@ -508,6 +526,9 @@ TARGET_ORDER: dict[tuple[str, ...], tuple[int, ...]] = {
     # the object relative clause (an english_rules option): "that" last, as in "RC"
     ("NP", "ORC"): (1, 0),  # the dog [that the cats chase] -> [the cats chase that] dog the
     ("that", "NP", "Vt"): (1, 2, 0),  # that the cats chase -> the cats chase that
+    # the short relative clause on an object (an english_rules option)
+    ("NP", "ShortRC"): (1, 0),  # the cats [that sleep] -> [sleep that] cats the
+    ("that", "Vi"): (1, 0),  # that sleep               -> sleep that
 }
 
 #: Word-for-word translations; a value may be several target words, or none.
