@@ -968,11 +968,12 @@ plt.show()
 # %% [markdown]
 # [Chapter 5](../part1_decoder/05_training_and_generation.ipynb) is among the longest,
 # on purpose: it trains its language model for 1,800 steps (900 on batches of 64
-# sentences, then 900 on batches of 256), because a loss within a few hundredths of a
-# percent of the language's own guarantees at most about 0.5 % ungrammatical samples
-# (the chapter proves the bound: a small loss is sufficient for grammar, though not
-# necessary), and it counts 16,000 samples to measure that share to about
-# $\pm$0.05 %. Fewer steps cost grammar (the recipe section above gives the runs). Read
+# sentences, then 900 on batches of 256), because the closer its loss comes to the
+# language's own, the fewer ungrammatical samples it can leak (the chapter proves the
+# bound: its stored run, 0.04 % above the language's own loss, may leak at most 0.62 %;
+# a small loss is sufficient for grammar, though not necessary), and it counts 16,000
+# samples to measure that share to about $\pm$0.05 %. Fewer steps cost grammar (the
+# recipe section above gives the runs). Read
 # these times as one machine's, measured on the date the JSON records: chapters changed
 # since then take what they take now. Processors differ by more than our margins, and on
 # a shared machine the same chapter can take a quarter longer from one run to the next.

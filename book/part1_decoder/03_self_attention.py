@@ -614,8 +614,10 @@ assert n_params(mha) == n_params(theirs) == 4 * D**2 + 4 * D
 # initialisation. What <em>is</em> meaningful is the structure the mask imposes.</p>
 # </div>
 #
-# [Chapter 5](05_training_and_generation.ipynb) draws the same map for a trained model,
-# where the heads have learned where to look.
+# [Chapter 5](05_training_and_generation.ipynb) looks at the heads of a trained model,
+# which have learned where to look. It does not draw this full map but a summary: for
+# each of its 8 heads, how much weight the position that predicts the verb puts on four
+# kinds of word (the subject noun, its determiner, the attractor noun(s), the rest).
 
 # %%
 lang = ToyLanguage()

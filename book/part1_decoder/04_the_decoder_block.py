@@ -875,10 +875,9 @@ assert our_losses[0] > 5 and our_losses[1] < math.log(V)  # the echo, unlearned 
 # `tinyformer.train.train` makes exactly these six moves per step. It adds a
 # learning-rate schedule (here switched off: `warmup_steps=0` and `min_lr_ratio=1.0`
 # keep the rate constant), a history of losses and gradient norms, and evaluation on
-# held-out data. The two runs agree to rounding (within $10^{-5}$), not necessarily
-# bit for bit;
-# [Chapter 5](05_training_and_generation.ipynb) explains why, and writes the schedule
-# out too.
+# held-out data. The two runs' losses agree at all five steps (the check allows
+# $10^{-5}$ for rounding, and the printed losses are the same to three decimals);
+# [Chapter 5](05_training_and_generation.ipynb) writes the schedule out.
 #
 # ### Training without warmup
 #

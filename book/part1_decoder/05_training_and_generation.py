@@ -39,8 +39,9 @@ if "google.colab" in sys.modules:
 #
 # We train [Chapter 4](04_the_decoder_block.ipynb)'s `DecoderLM` properly and measure it
 # against the exact entropy of the language from [Chapter 1](01_the_toy_language.ipynb),
-# the lowest loss any model can expect to reach. Then we *generate* sentences, test subject–verb
-# {term}`agreement` across an attractor, and write a {term}`KV cache` by hand.
+# the lowest loss any model can expect to reach. Then we *generate* sentences, test
+# subject–verb {term}`agreement` across an attractor, and write a {term}`KV cache` by
+# hand.
 #
 # **Learning goals.** After this chapter you can
 #
@@ -141,8 +142,9 @@ def val_loss(model):
 # On this set the *perfect* model would score 0.03 % *below* the limit, and a set of
 # this size has a noise of about $\pm$0.09 %. So we report the validation loss **divided
 # by the entropy limit**, the number we promised to bring close to 1, and **divided by
-# $L_{\text{true}}$**, which cancels the set's luck and leaves the model's shortfall,
-# its KL divergence from the language per token.
+# $L_{\text{true}}$**, which cancels the set's luck: that ratio minus 1 is the model's
+# shortfall, its KL divergence from the language per token, as a fraction of
+# $L_{\text{true}}$.
 #
 # ## The training loop
 #
@@ -156,20 +158,21 @@ def val_loss(model):
 # ### The learning-rate schedule
 #
 # The learning rate rises linearly to its peak over the first $W$ steps
-# ({term}`warmup`), then follows half a cosine {cite}`loshchilov2017sgdr`, which reaches 0
-# at $S$, just after the last update:
+# ({term}`warmup`), then follows half a cosine {cite}`loshchilov2017sgdr`, which
+# reaches 0 at $S$, just after the last update:
 #
 # $$\eta(s) = \eta_{\max} \cdot \begin{cases} (s + 1)/W & s < W \\
 #   \tfrac12\big(1 + \cos(\pi\, \tfrac{s - W}{S - W})\big) & W \le s \le S \end{cases}$$
 #
 # (`tinyformer.train.warmup_cosine`.) The **decay** averages away the noise of random
 # batches, which keeps the weights jittering at a fixed rate (Exercise 1 measures what a
-# floor at 10 % of the peak costs). **Warmup** guards the first updates, while Adam's
-# estimates of each gradient's scale rest on a few steps;
-# [Chapter 4](04_the_decoder_block.ipynb) showed that it rescues *post-LN* blocks at a
-# high rate, while pre-LN blocks like ours train at $10^{-2}$ without it. Does our model
-# need it? Two runs of 300 steps of 64 sentences, with and without 30 steps of warmup,
-# from the same weights:
+# floor at 10 % of the peak costs). **Warmup** keeps the first updates small, which
+# matters most for *post-LN* blocks; Xiong et al. and Liu et al. explain why in their
+# own ways {cite}`xiong2020layer,liu2020understanding`, as
+# [Chapter 4](04_the_decoder_block.ipynb) tells. Chapter 4's exercise found that warmup
+# rescues post-LN blocks at a high rate, while pre-LN blocks like ours train at
+# $10^{-2}$ without it. Does our model need it? Two runs of 300 steps of 64 sentences,
+# with and without 30 steps of warmup, from the same weights:
 
 # %% tags=["nbval-ignore-output"]
 CONFIG = TransformerConfig(vocab_size=V, d_model=64, n_heads=4, n_layers=2, d_ff=256,
@@ -217,11 +220,13 @@ assert np.allclose(short_runs[30]["lr"], expected)  # train followed the schedul
 # them. (`train` steps a `LambdaLR` scheduler after every update; the cell above checks
 # that the rates it recorded follow the formula.)
 #
-# [Chapter 4](04_the_decoder_block.ipynb)'s loop and `train` agree to rounding, not bit
-# for bit: `train` uses PyTorch's *fused* AdamW, one kernel for all parameters, with its
-# own rounding. The appendix [Cost and speed](../appendix/performance.ipynb) shows what
-# that buys, and why the key projection's bias can drift apart between two runs while
-# their functions stay the same: everything we print from a trained model is rounded or
+# [Chapter 4](04_the_decoder_block.ipynb)'s hand-written loop and `train` gave the same
+# losses at all five steps it compared (its check allows $10^{-5}$ for rounding); both
+# update with `tinyformer.train.adamw`, which uses PyTorch's *fused* AdamW, one kernel
+# for all parameters. The appendix [Cost and speed](../appendix/performance.ipynb) shows
+# what that kernel buys over PyTorch's for-loop AdamW, and that the two round
+# differently: the key projection's bias can drift apart between two runs while their
+# functions stay the same. So everything we print from a trained model is rounded or
 # checked with a tolerance.
 #
 # ## Training
@@ -234,11 +239,15 @@ assert np.allclose(short_runs[30]["lr"], expected)  # train followed the schedul
 # of training on two CPU cores as the budget. The bigger batch at the end cuts the
 # gradient noise that keeps the weights from settling, much as decaying the rate does
 # {cite}`smith2018dont`. The head is untied: tying saves $V \cdot D$ parameters, 38.6
-# million in GPT-2 {cite}`radford2019language` but 3008 here, and in our tuning runs the untied model did slightly
-# better (a tendency, within the spread between runs). `train` computes the loss with
-# `tinyformer.fast.lm_loss_by_length`, which skips the padding a causal model never
-# reads: the same loss and gradients, up to rounding, for less work
-# ([the appendix](../appendix/performance.ipynb) checks it).
+# million in the smallest GPT-2 ($50{,}257 \times 768$) {cite}`radford2019language` but
+# 3008 here. In the appendix's tuning runs the untied model left fewer ungrammatical
+# samples than the tied one in both runs of each (0.53–0.58 % against 0.63–0.75 %),
+# while the ranges of their losses overlapped: a tendency from few runs. `train`
+# computes the loss with `tinyformer.fast.lm_loss_by_length`, which skips the padding a
+# causal model never reads: the same loss and gradients, up to rounding, for less work
+# on the batches of 256, which it cuts into three groups of similar length, each
+# trimmed to its own longest sentence (a batch of 64 stays one group and gains nothing;
+# [the appendix](../appendix/performance.ipynb) checks it).
 
 
 # %% tags=["nbval-ignore-output"]
@@ -263,7 +272,7 @@ print(f"model's extra loss per sentence (≈ KL divergence): {kl_per_sentence:.4
 assert ratio_limit <= 1.003
 assert 1.0 - 4 * noise < ratio_true < 1.003
 
-# %% mystnb={"figure": {"caption": "Left: training and validation loss against the entropy limit (dashed). Right: the size of the validation loss's distance to two baselines, on a log scale: the entropy limit, and the language's own loss on the same sentences; open markers would mark distances below zero (none in this run).", "name": "fig-ch05-loss"}, "image": {"alt": "Two line plots. Left: training and validation loss falling to just above the dashed entropy limit at 1.848, the two curves on top of each other, the validation loss flattening between steps 600 and 800 before the switch to bigger batches at step 900. Right: on a log axis, the distance of the validation loss to the entropy limit and to the language's own loss, both falling over training, from a few hundredths to below a thousandth of a nat per token."}} tags=["hide-input", "nbval-ignore-output"]
+# %% mystnb={"figure": {"caption": "Left: training and validation loss against the entropy limit (dashed). Right: the size of the validation loss's distance to two baselines, on a log scale: the entropy limit, and the language's own loss on the same sentences; open markers would mark distances below zero (none in this run). The validation loss at step 0 lies far above the left panel's y-axis, which stops at 2.0, so the line from it to step 200 shows only as a near-vertical stroke just before step 200.", "name": "fig-ch05-loss"}, "image": {"alt": "Two line plots. Left: training and validation loss falling to just above the dashed entropy limit at 1.848, the two curves on top of each other, the validation loss flattening between steps 600 and 800 before the switch to bigger batches at step 900. Right: on a log axis, the distance of the validation loss to the entropy limit and to the language's own loss, both falling over training, from a few hundredths to below a thousandth of a nat per token."}} tags=["hide-input", "nbval-ignore-output"]
 eval_steps, val_curve = np.array(history["eval_step"]), np.array(history["eval"])
 window = 50  # moving average of the per-batch training losses
 train_smooth = np.convolve(history["loss"], np.ones(window) / window, mode="valid")
@@ -419,7 +428,7 @@ assert table["τ = 1.5"][0] < rate  # hotter: more mistakes
 # probability where the language gives exactly zero (a softmax never can). The
 # validation loss bounds how much leaks: group all sentences into grammatical or not;
 # the language puts all its mass on the first, the model $1 - \varepsilon$, and grouping
-# can only lose information, so
+# can only lose information (the log-sum inequality {cite}`cover2006elements`), so
 #
 # $$D_{\mathrm{KL}}(p \,\|\, q) \;\ge\; 1 \cdot \log \frac{1}{1 - \varepsilon}
 #   \quad\Longrightarrow\quad \varepsilon \;\le\; 1 - e^{-D_{\mathrm{KL}}} .$$
@@ -437,18 +446,21 @@ print(f"measured: {share:.4f} ± {se:.4f}")
 print(f"measured / bound: {share / bound:.2f}")
 
 # %% [markdown]
-# The measured share lies below the bound, as it must up to its noise, at about three
-# quarters of it: much of the model's small shortfall is probability leaking onto
+# The measured share lies below the bound, as it must up to its noise, at about two
+# thirds of it (0.64): much of the model's small shortfall is probability leaking onto
 # ungrammatical sentences. Read the other way, a loss that looks perfect still allows a
-# few mistakes in a thousand: at most 0.5 % needs an extra loss below
-# $-\log 0.995 \approx 0.005$ nats per sentence, about where this model is.
+# few mistakes in a thousand. To guarantee at most 0.5 %, the extra loss must stay below
+# $-\log 0.995 \approx 0.005$ nats per sentence. This model's, 0.0062 nats, is a little
+# above that, so its bound, 0.62 %, does not by itself promise the target; the measured
+# share, 0.39 %, meets it.
 
 # %% [markdown]
 # ## Agreement across an attractor
 #
 # The hardest thing in our language is agreement with an {term}`attractor` of the other
-# number in between: *the dog near the cats **sleeps***. The test: in 1000 held-out
-# sentences with one, is the correct verb form more probable than the other
+# number in between: *the dog near the cats **sleeps***. The test, after Linzen et al.
+# {cite}`linzen2016assessing`: in 1000 freshly sampled sentences with one (seeds no
+# training batch uses), is the correct verb form more probable than the other
 # (`lang.flip_number`)? A causal model predicts every position in one pass (the logits
 # at input position $v$ predict word $v$), so one batched pass does it, inside
 # `record_attention` so that every attention layer keeps its weights `(N, H, T, T)`.
@@ -508,7 +520,7 @@ for layer, head in heads:
     head_stats[layer, head] = tuple(x.mean().item() for x in on)
 shares = np.array([[*s, max(0.0, 1 - sum(s))] for s in head_stats.values()])  # (8, 4)
 
-# %% mystnb={"figure": {"caption": "Where each of the 8 heads looks from the position that predicts the main verb, averaged over 1000 held-out sentences with a mismatched attractor: the share of its attention weight on the subject noun, the subject's determiner, the attractor noun(s), and everything else.", "name": "fig-ch05-verb-attention"}, "image": {"alt": "Heatmap with one row per head (layer 1 heads 1 to 4, layer 2 heads 1 to 4) and four columns, subject (noun), det. (the subject's determiner), attractor (noun or nouns) and other; each cell is shaded by the mean attention weight that head puts there when predicting the verb."}} tags=["hide-input"]
+# %% mystnb={"figure": {"caption": "Where each of the 8 heads looks from the position that predicts the main verb, averaged over 1000 freshly sampled sentences (seeds no training batch uses) with a mismatched attractor: the share of its attention weight on the subject noun, the subject's determiner, the attractor noun(s), and everything else.", "name": "fig-ch05-verb-attention"}, "image": {"alt": "Heatmap with one row per head (layer 1 heads 1 to 4, layer 2 heads 1 to 4) and four columns, subject (noun), det. (the subject's determiner), attractor (noun or nouns) and other; each cell is shaded by the mean attention weight that head puts there when predicting the verb."}} tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(6.5, 4.5))
 columns = ["subject", "det.", "attractor", "other"]
 plot_attention(shares, columns, head_names, ax=ax,
@@ -519,10 +531,12 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Attention says where a head *reads from*, not whether the model *uses* it. An
-# intervention tests that: silence heads (zero their output before $W_O$, with a hook on
-# `out_proj`), each alone, then every head with at least a quarter of its weight on the
-# subject's noun or determiner at once, and measure the accuracy again.
+# Attention says where a head *reads from*, not whether the model *uses* it (how far
+# attention weights explain a model's decisions is debated
+# {cite}`jain2019attention,wiegreffe2019attention`). An intervention tests that:
+# silence heads (zero their output before $W_O$, with a hook on `out_proj`), each
+# alone, then every head with at least a quarter of its weight on the subject's noun or
+# determiner at once, and measure the accuracy again.
 
 
 # %% tags=["nbval-ignore-output"]
@@ -569,11 +583,13 @@ assert readers_silenced < 0.7  # from 1.0 to about a coin toss (0.5) or below
 # other heads can make up for a silenced one. In this run one head matters: silencing
 # layer 2 head 3, which puts nearly all its weight on the subject noun, drops agreement
 # to 73.0 %, while every other head alone costs at most a point (the printout above).
-# Other training runs, on other machines or thread counts, can end with no single head
-# that matters; the printout names the pattern. With all the subject-reading heads
-# silenced at once (three in this run), agreement falls to 0.499, a coin toss: the
-# verb's number comes from heads that read the subject, not from the attractor next
-# to it.
+# Layer 2 head 4 is the clearest case of attention without use: it too puts nearly all
+# its weight on the subject noun (the figure), yet silencing it alone leaves agreement
+# at 1.000. Other training runs, on other machines or thread counts, can end with no
+# single head that matters; the printout names the pattern. With all the
+# subject-reading heads silenced at once (three in this run), agreement falls to 0.499,
+# chance level: the verb's number comes from heads that read the subject, not from the
+# attractor next to it.
 # %% [markdown]
 # ## The KV cache
 #
@@ -623,10 +639,10 @@ def cached_step(model, new_ids, caches):
 
 
 # %% [markdown]
-# The cache must change the cost, never the result. A held-out sentence, fed as a
-# 3-token prompt (which needs the mask block) and then token by token through our cache
-# and the package's (`model.new_cache()`, one `KVCache` per layer, as `generate` uses
-# it):
+# The cache must change the cost, never the result. The first of the agreement
+# sentences, fed as a 3-token prompt (which needs the mask block) and then token by
+# token through our cache and the package's (`model.new_cache()`, one `KVCache` per
+# layer, as `generate` uses it):
 
 # %%
 sentence = vocab.batch([held_out[0]], bos=True, eos=True)[:, :-1]  # (1, T)
@@ -678,12 +694,14 @@ assert agreement_accuracy >= 0.99
 #   the language's own loss on the same sentences removes the validation set's noise and
 #   bounds the share of ungrammatical samples.
 # - Temperature 1 without top-k samples the model's own distribution.
-# - Agreement across an attractor is right in over 99 % of held-out sentences; attention
-#   and silencing show which heads read the subject, not how the model decides.
+# - Agreement across an attractor is right in over 99 % of freshly sampled sentences;
+#   attention and silencing show which heads read the subject, not how the model
+#   decides.
 # - A KV cache: offset the new positions, append each layer's keys and values, mask only
 #   when several new queries arrive. Same tokens, less work.
 #
-# [Part II](../part2_encoder/06_bidirectional_attention.ipynb) turns the decoder around: an *encoder* that sees the whole sentence at once.
+# [Part II](../part2_encoder/06_bidirectional_attention.ipynb) turns the decoder around:
+# an *encoder* that sees the whole sentence at once.
 
 # %% [markdown]
 # ## Exercises
@@ -703,7 +721,7 @@ assert agreement_accuracy >= 0.99
 # ```
 #
 # One run of this solution ended at 1.0007 times the limit and 1.0010 times the
-# language's own loss, against the chapter's 1.0000 and 1.0004: the model's shortfall
+# language's own loss, against the chapter's 1.0001 and 1.0004: the model's shortfall
 # more than doubles, because with a floor the last steps keep jittering with each batch.
 #
 # </details>

@@ -477,8 +477,10 @@ assert (dep_source[:, :n_src] > 0).all() and (dep_source[:, n_src:] == 0).all()
 # columns.</p>
 # </div>
 #
-# [Chapter 11](11_translation.ipynb) trains a translation model, and we will see whether
-# its cross attention learns to look at the red squares.
+# [Chapter 11](11_translation.ipynb) trains a translation model and sets its cross
+# attention beside the true alignment, drawn there as a separate 0/1 map, so we can see
+# whether the trained attention falls on the aligned source words that the red squares
+# mark here.
 
 # %%
 with torch.no_grad(), record_attention(cross) as maps:

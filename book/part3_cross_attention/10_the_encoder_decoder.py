@@ -604,9 +604,10 @@ print(f"untrained loss {loss.item():.2f} nats/token; ln V_tgt = {math.log(V_t):.
 assert math.log(V_t) < loss.item() < math.log(V_t) + 1.5
 
 # %% [markdown]
-# [Chapter 11](11_translation.ipynb) trains this model on the toy translation task and
-# then decodes with it: one token at a time, feeding each prediction back in, since at
-# test time there is no teacher.
+# [Chapter 11](11_translation.ipynb) trains an encoder-decoder like this one (wider, and
+# with one encoder and three decoder blocks instead of two and two) on the toy
+# translation task and then decodes with it: one token at a time, feeding each
+# prediction back in, since at test time there is no teacher.
 
 # %% [markdown]
 # ## What we learned
