@@ -56,14 +56,13 @@ if "google.colab" in sys.modules:
 #   the simple rules that could solve it (first noun, nearest noun, word counts, a
 #   bag-of-words model) before crediting a model with "finding the subject";
 # - see that on the course's default language the rule "every verb agrees with the first
-#   noun" is perfect, and make the task honest with a language option that puts other
-#   nouns before the subject;
+#   noun" is perfect, and make the task honest with language options that put other
+#   nouns before the subject and other verbs after the main verb;
 # - put a classification head on an encoder, pooling `(B, T, D)` into `(B, D)` either at
 #   the `<bos>` position (in the place of BERT's `[CLS]`) or by a mean over real tokens,
 #   and check it against `tinyformer.encoder.SequenceClassifier`;
-# - find that the harder language defeats the simple rules one tries first, yet a
-#   two-part position rule still solves it, so the task tests whether a model can learn
-#   that rule from labels;
+# - find that on the harder language every rule in the table, position rules included,
+#   stays below 80 %, while a rule exact on it has to know where each clause ends;
 # - fine-tune a pre-trained masked-language-model encoder, beat the simple rules by a
 #   wide margin, and compare it with the same network trained from scratch with the
 #   same compute, as a function of the number of labelled examples.
@@ -315,29 +314,42 @@ for name, pred in default_rules.items():
 #
 # ## A harder language: the first noun is not always the subject
 #
-# `ToyLanguage` takes two options, off by default, that put other nouns before the
-# subject or between the subject and its verb:
+# `ToyLanguage` takes three options, off by default, that put other nouns before the
+# subject or between the subject and its verb, and other verbs after the main verb:
 #
 # - a **fronted prepositional phrase** (`p_fronted_pp`): *near the cats the dog
 #   sleeps*. The first noun is the prepositional phrase's, of either number;
 # - an **object relative clause** (a fourth entry of `p_modifier`): *the dog that the
 #   cats chase sleeps*. The relative clause has its own subject (*cats*) and its own verb
 #   (*chase*), which agrees with *cats*, not with *dog*; the main verb agrees with *dog*.
+# - **relative clauses on objects** (`p_object_rc`): *the dog sees the cats that
+#   sleep*, *the dog sees the cat that the birds chase*. The sentence now ends with a
+#   verb that agrees with a noun other than the subject, so the main verb is no longer
+#   the last verb.
 #
 # The grammar stays unambiguous, so everything exact still works: after *that*, a subject
-# relative clause starts with a verb and an object relative clause with a determiner, and
-# a sentence starts with a preposition exactly when it has a fronted phrase. We keep
-# subject relative clauses and prepositional phrases after the subject too, so attractors
-# stand between subject and verb as before.
+# relative clause starts with a verb and an object relative clause with a determiner; a
+# *that* right after an object can only start that object's clause; and a sentence starts
+# with a preposition exactly when it has a fronted phrase. We keep subject relative
+# clauses and prepositional phrases after the subject too, so attractors stand between
+# subject and verb as before, and we make transitive verbs (which have objects) a little
+# more common: 70 % instead of 60 %.
 
 # %%
 HARD = dict(
-    p_modifier=(0.2, 0.3, 0.2, 0.3), p_fronted_pp=0.3
-)  # plain, PP, RC, object RC
+    p_modifier=(0.2, 0.3, 0.2, 0.3),  # subject: plain, PP, RC, object RC
+    p_fronted_pp=0.3,
+    p_object_rc=(0.3, 0.3),  # object: "that sleep", "that the birds chase"
+    p_transitive=0.7,
+)
 lang = ToyLanguage(**HARD)
 vocab = Vocab(lang.words)
 print("same words as the default language:", lang.words == default_lang.words)
-for s in ("near the cats the dog sleeps", "the dog that the cats chase sleeps"):
+for s in (
+    "near the cats the dog sleeps",
+    "the dog that the cats chase sleeps",
+    "the dog sees the cats that sleep",
+):
     words = s.split()
     a = lang.analyse(words)
     print(f"{s!r}: subject {words[a.subject]!r}, verb {words[a.verb]!r},", end=" ")
@@ -404,38 +416,32 @@ for name, pred in rules.items():
     everything, attractor, first_noun = rule_accuracy[name]
     print(f"{name:26s} all {everything:.3f} | attractor {attractor:.3f}", end=" | ")
     print(f"first noun {first_noun:.3f}")
-SIMPLE = ["first noun", "nearest noun", "counts (best table)", "counts (logistic)"]
-SIMPLE += ["bag of words (logistic)"]  # the rules that ignore where the main verb is
-best_simple = max(SIMPLE, key=lambda k: rule_accuracy[k][0])
-best_simple_accuracy = rule_accuracy[best_simple][0]
-best_rule = max(rule_accuracy, key=lambda k: rule_accuracy[k][0])  # all rules
+best_rule = max(rule_accuracy, key=lambda k: rule_accuracy[k][0])
 best_rule_accuracy = rule_accuracy[best_rule][0]
-print(f"best simple rule: {best_simple}, {best_simple_accuracy:.3f}")
 print(f"best rule: {best_rule}, {best_rule_accuracy:.3f}")
 
 # %%
-assert all(rule_accuracy[name][0] <= 0.85 for name in SIMPLE)
-assert best_rule_accuracy == 1.0  # the position rule: every held-out sentence right
-print("no simple rule reaches 85 %; the two-part position rule is perfect")
+assert best_rule_accuracy <= 0.85  # every rule in the table, position rules included
+print("no rule in the table reaches 85 %")
 
 # %% [markdown]
-# The first-noun rule drops to about 80 %: it is wrong whenever the first noun is a
-# fronted phrase's noun of the other number, and whenever an object relative clause's
-# verb disagrees with the main subject. The nearest-noun rule fails on every mismatched
-# attractor. The count table falls to about three quarters, because more sentences now
-# hold nouns of both numbers and verbs of both numbers; the linear models stay at chance.
+# Every rule in the table now stays below 80 %. The first-noun rule is wrong whenever
+# the first noun is a fronted phrase's noun of the other number, and whenever a verb of a
+# relative clause agrees with a noun of the other number. The nearest-noun rule fails on
+# every mismatched attractor. The count table falls to about three quarters, because
+# more sentences now hold nouns and verbs of both numbers; the linear models stay at
+# chance. And the two position rules, perfect on the default language, fall too: the
+# last verb is now often the verb of an object's relative clause (*the dog sees the cats
+# that **sleep***), which agrees with the object, so checking it says nothing about the
+# main verb.
 #
-# But the last row is perfect. Two facts about this language make a position rule
-# enough: the subject is the first noun after any fronted phrase, and the main verb is
-# the last verb (objects never contain a verb). Checking only the last verb already
-# fixes the object relative clauses (*last verb, first noun*, about 85 %); skipping the
-# fronted phrase fixes the rest. So the harder language defeats the rules one would try
-# first, but not every rule: a model does not need the sentence's full structure to
-# solve it. What the task does test is whether a model can *learn* that two-part rule
-# from labelled sentences, without being told it. A language in which the main verb is
-# not the last one, for example with relative clauses on objects (*the dog sees the
-# cats that sleep*), would defeat this rule too and ask for more structure; we leave
-# that open here.
+# Is there a rule that is exact here? Yes, and Exercise 3 writes one: this language has
+# no clause inside a clause of its own kind, so a rule can find the main verb by reading
+# the subject's modifier (a prepositional phrase, a relative clause, and inside it an
+# object with its own clause) and stepping over it. That rule is a small parser of the
+# subject. So the claim this task can test is the honest one: no rule that ignores where
+# clauses begin and end does well, and the question is whether a model learns where they
+# do from labelled sentences.
 
 # %% [markdown]
 # ## A classification head
@@ -526,15 +532,17 @@ assert torch.allclose(alone, in_batch, atol=1e-5)
 # ## Pre-training: Chapter 7's recipe on the harder language
 #
 # We need a pre-trained encoder of *this* language. We train it with
-# [Chapter 7](07_masked_language_modelling.ipynb)'s recipe, seeds included: $D = 64$, 4
-# heads, 2 blocks, $d_{ff} = 256$; 300 steps of 128 fresh sentences masked by BERT's rule
+# [Chapter 7](07_masked_language_modelling.ipynb)'s recipe, seeds included, but for 400
+# steps instead of 300, since this language's sentences are longer and its structures
+# more varied: $D = 64$, 4 heads, 2 blocks, $d_{ff} = 256$; 400 steps of 128 fresh
+# sentences masked by BERT's rule
 # (`mask_tokens`: 15 % of the words chosen, of which 80 % become `<mask>`, 10 % a random
 # word, 10 % stay as they are); the masked-LM loss on the chosen positions; AdamW at a
-# peak learning rate of $4 \times 10^{-3}$ with 30 warmup steps and a cosine decay. The
+# peak learning rate of $4 \times 10^{-3}$ with 40 warmup steps and a cosine decay. The
 # sentences carry no labels: pre-training never sees a broken one.
 
 # %%
-BATCH, STEPS, LR, WARMUP = 128, 300, 4e-3, 30  # Chapter 7's recipe
+BATCH, STEPS, LR, WARMUP = 128, 400, 4e-3, 40  # Chapter 7's recipe, 400 steps
 TRAIN_SEED = 100_000  # batch `step` holds lang.sample(BATCH, seed=TRAIN_SEED + step)
 
 generator = set_seed(0)  # seeds the initialisation; `generator` drives the masking
@@ -574,7 +582,7 @@ print(
 )
 
 # %% [markdown]
-# In our run 5.3 % of the held-out grammatical sentences occur in the pre-training
+# In our run 3.9 % of the held-out grammatical sentences occur in the pre-training
 # stream. They arrive there without a label, and the broken ones never do, so no answer
 # leaks; it means only that a few short test sentences are familiar to the encoder.
 
@@ -626,10 +634,11 @@ assert mlm_bayes_accuracy - mlm_accuracy < 0.03  # within 3 percentage points
 print("the pre-trained encoder is within 3 points of Bayes-optimal on masked words")
 
 # %% [markdown]
-# On this harder language, 300 steps leave the encoder about two points short of the
-# ceiling (on the default language, [Chapter 7](07_masked_language_modelling.ipynb)'s
-# encoder came within a fraction of a point): its sentences are longer and its
-# structures new. That is enough for what follows.
+# On this harder language, 400 steps leave the encoder about one and a half points
+# short of the ceiling (on the default language,
+# [Chapter 7](07_masked_language_modelling.ipynb)'s encoder came within a fraction of a
+# point): its sentences are longer and its structures new. That is enough for what
+# follows.
 #
 # A Bayes-optimal accuracy of about a third looks low, but most hidden words are one of
 # several equally likely choices: any of six nouns, four verbs, five adjectives fits.
@@ -688,7 +697,7 @@ def classification_loss(model, ids, y):
     return F.cross_entropy(model(ids), y)  # logits (B, 2), y (B,)
 
 
-FT_STEPS, FT_BATCH, FT_LR, FT_WARMUP = 500, 32, 2e-3, 10
+FT_STEPS, FT_BATCH, FT_LR, FT_WARMUP = 800, 32, 2e-3, 10
 
 
 def fine_tune(
@@ -721,7 +730,7 @@ def fine_tune(
 
 # %% [markdown]
 # First, all 4096 labelled sentences, starting from the pre-trained encoder, once with
-# each pooling. Both runs get the same budget: 500 steps of 32 sentences (about four
+# each pooling. Both runs get the same budget: 800 steps of 32 sentences (about six
 # epochs) at a peak learning rate of $2 \times 10^{-3}$. We score the held-out sentences
 # every 100 steps.
 
@@ -736,13 +745,14 @@ for pooling in ("cls", "mean"):
     print(f"{pooling:4s} pooling: held-out accuracy every 100 steps",
           [round(a, 3) for a in history["eval"]])  # fmt: skip
 
-# %% mystnb={"figure": {"caption": "Fine-tuning the pre-trained encoder on 4096 labelled sentences of the harder language, with [CLS] (<bos>) pooling and with mean pooling: held-out accuracy climbs past every simple rule (dotted: the best of them, first noun) within a few hundred steps, close to the two-part position rule (dash-dot), which is perfect.", "name": "fig-ch08-fine-tuning"}, "image": {"alt": "Line plot of held-out accuracy against fine-tuning step for two poolings, both starting at chance and rising above 0.98, above a dotted horizontal line at the best simple rule's accuracy of about 0.8 and just below a dash-dot line at 1.0 for the position rule."}} tags=["hide-input", "nbval-ignore-output"]
+# %% mystnb={"figure": {"caption": "Fine-tuning the pre-trained encoder on 4096 labelled sentences of the harder language, with [CLS] (<bos>) pooling and with mean pooling: held-out accuracy climbs past every rule of the table (dotted: the best of them) within a few hundred steps.", "name": "fig-ch08-fine-tuning"}, "image": {"alt": "Line plot of held-out accuracy against fine-tuning step for two poolings, both starting at chance and rising above 0.98, far above a dotted horizontal line at the best rule's accuracy of about 0.78."}} tags=["hide-input", "nbval-ignore-output"]
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
 for pooling, label in (("cls", "[CLS] (<bos>) pooling"), ("mean", "mean pooling")):
     history = runs[pooling][1]
     ax.plot(history["eval_step"], history["eval"], "o-", label=label)
-ax.axhline(best_simple_accuracy, color="gray", linestyle=":", label="first-noun rule")
-ax.axhline(best_rule_accuracy, color="gray", linestyle="-.", label="position rule")
+ax.axhline(
+    best_rule_accuracy, color="gray", linestyle=":", label=f"best rule: {best_rule}"
+)
 ax.axhline(0.5, color="gray", linestyle="--", linewidth=0.8, label="chance")
 ax.set_xlabel("fine-tuning step (batches of 32)")
 ax.set_ylabel("held-out accuracy")
@@ -773,44 +783,44 @@ for name, (a, h, f) in table.items():
 
 # %%
 assert classification_accuracy >= 0.98 and hard_accuracy >= 0.95
-assert classification_accuracy > best_simple_accuracy + 0.1
-print("[CLS] classifier: at least 98 % held out, 10 points above every simple rule")
+assert classification_accuracy > best_rule_accuracy + 0.1
+print("[CLS] classifier: at least 98 % held out, 10 points above every rule")
 
 # %% [markdown]
-# Every simple rule has a blind spot that the fine-tuned encoder does not share. On sentences
-# with an attractor of the other number it scores about 97 to 99 %, where the
-# nearest-noun rule scores 0 %; on sentences whose first noun is a fronted noun of the
-# other number, about 95 to 97 %, where the first-noun rule scores 15 %. Those two kinds
-# are also where its few remaining errors sit. It has not quite learned the position
-# rule, which gets every sentence right, but it came within about a point of it from
-# labels alone.
+# Every rule has a blind spot that the fine-tuned encoder does not share. It gets
+# 99.7 % of the held-out sentences right, 99.5 % of those with an attractor of the other
+# number (where the nearest-noun rule scores 1.7 %), and 99.3 % of those whose first noun
+# is a fronted noun of the other number (where the first-noun rule scores 27 %): about 22
+# points above the best rule, from labels alone.
 #
-# Mean pooling did a little better than [CLS] pooling here, and got there faster. A
-# plausible reason: every word's vector has a direct path to a mean-pooled output, while
-# `<bos>` starts fine-tuning untrained. BERT's `[CLS]` had been trained by
-# next-sentence prediction through a tanh "pooler" before any fine-tuning
+# The two poolings end within a few sentences of each other (99.7 % and 99.9 %); mean
+# pooling led early on (81 % against 76 % after 100 steps). A plausible reason: every
+# word's vector has a direct path to a mean-pooled output, while `<bos>` starts
+# fine-tuning untrained. BERT's `[CLS]` had been
+# trained by next-sentence prediction through a tanh "pooler" before any fine-tuning
 # {cite}`devlin2019bert`; ours received no loss at all during masked language modelling.
 
 # %% [markdown]
 # ## How many labels does pre-training save?
 #
 # Now the question that decides whether pre-training is worth its cost: with *few*
-# labelled sentences, does starting from the MLM encoder help? We train on 256, 1024
-# and 4096 labelled sentences, from the pre-trained encoder and from scratch, with
-# [CLS] pooling.
+# labelled sentences, does starting from the MLM encoder help? We train on 1024 and
+# 4096 labelled sentences, from the pre-trained encoder and from scratch, with [CLS]
+# pooling. (Two points only: each from-scratch run is the slowest cell of the chapter.)
 #
 # A fair comparison gives both the same **compute**. Pre-training passed
-# $300 \times 128 = 38{,}400$ sentences through the network, as many as 1,200 batches of
-# 32, so the from-scratch model gets those 1,200 steps on top of the fine-tuning's own:
-# 1,700 steps of 32, at the same learning rate, against the pre-trained encoder's 500.
-# (With only the fine-tuning's 500 steps, a from-scratch model of this size barely leaves
-# chance: that would measure the budget, not the value of pre-training.) One seed per
+# $400 \times 128 = 51{,}200$ sentences through the network, as many as 1,600 batches of
+# 32, so the from-scratch model gets those 1,600 steps on top of the fine-tuning's own:
+# 2,400 steps of 32, at the same learning rate, against the pre-trained encoder's 800.
+# (With only the fine-tuning's own steps, a from-scratch model gets a budget that
+# pre-training does not, and the comparison would measure the budget, not the value of
+# pre-training.) One seed per
 # point: it picks the labelled subset, the initial weights of the head (and of the
 # from-scratch encoder) and the order of the batches.
 
 # %% tags=["nbval-ignore-output"]
-LABEL_COUNTS = [256, 1024, 4096]
-SCRATCH_STEPS = FT_STEPS + STEPS * BATCH // FT_BATCH  # equal compute: 500 + 1200
+LABEL_COUNTS = [1024, 4096]
+SCRATCH_STEPS = FT_STEPS + STEPS * BATCH // FT_BATCH  # equal compute: 800 + 1600
 curve = {True: {}, False: {}}  # pretrained? -> n_labels -> held-out accuracy
 for n in LABEL_COUNTS:
     if n == N_TRAIN:  # the [CLS] classifier above: no need to train it again
@@ -822,7 +832,7 @@ for n in LABEL_COUNTS:
     print(f"{n:5d} labels | pre-trained, {FT_STEPS} steps: {curve[True][n]:.3f}"
           f" | from scratch, {SCRATCH_STEPS} steps: {curve[False][n]:.3f}")  # fmt: skip
 
-# %% mystnb={"figure": {"caption": "Label efficiency at equal compute: held-out accuracy of the classifier fine-tuned from the pre-trained encoder (500 steps) and of the same network trained from scratch (1,700 steps, the compute of pre-training plus fine-tuning), against the number of labelled sentences. The dotted line is the best simple rule (first noun); the two-part position rule, at 1.0, is left out.", "name": "fig-ch08-label-efficiency"}, "image": {"alt": "Line plot of held-out accuracy against the number of labelled sentences on a log scale from 256 to 4096, one line for the pre-trained encoder and one for training from scratch, with a dotted horizontal line for the best simple rule and a dashed one for chance."}} tags=["hide-input", "nbval-ignore-output"]
+# %% mystnb={"figure": {"caption": "Label efficiency at equal compute: held-out accuracy of the classifier fine-tuned from the pre-trained encoder (800 steps) and of the same network trained from scratch (2,400 steps, the compute of pre-training plus fine-tuning), against the number of labelled sentences. The dotted line is the best rule of the table.", "name": "fig-ch08-label-efficiency"}, "image": {"alt": "Line plot of held-out accuracy against the number of labelled sentences, 1024 and 4096 on a log scale, one line for the pre-trained encoder and one for training from scratch, with a dotted horizontal line for the best rule and a dashed one for chance."}} tags=["hide-input", "nbval-ignore-output"]
 fig, ax = plt.subplots(figsize=(6.5, 4.8), layout="constrained")
 for pretrained, label in (
     (True, f"fine-tuned from the MLM encoder ({FT_STEPS} steps)"),
@@ -831,7 +841,9 @@ for pretrained, label in (
     ax.plot(
         LABEL_COUNTS, [curve[pretrained][n] for n in LABEL_COUNTS], "o-", label=label
     )
-ax.axhline(best_simple_accuracy, color="gray", linestyle=":", label="first-noun rule")
+ax.axhline(
+    best_rule_accuracy, color="gray", linestyle=":", label=f"best rule: {best_rule}"
+)
 ax.axhline(0.5, color="gray", linestyle="--", linewidth=0.8, label="chance")
 ax.set_xscale("log", base=2)
 ax.set_xticks(LABEL_COUNTS, labels=[str(n) for n in LABEL_COUNTS])
@@ -843,15 +855,15 @@ ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
 plt.show()
 
 # %% [markdown]
-# At equal compute, the pre-trained encoder is far ahead with 1024 labels (92 % against
-# 55 %, barely above chance) and still ahead with all 4096 (98.9 % against 94.6 %). With
-# 256 labels neither learns the task in its budget: both stay at chance. On this harder
-# language a few hundred examples do not pin down what to look for, even for a
-# pre-trained encoder. Pre-training pays most in between: it does not tell the model
-# what the task is, but once enough examples do, the machinery to solve it is already
-# there. And with thousands of labels for one task, training from scratch with the same
-# compute gets most of the way; the pre-trained encoder paid its head start once, with
-# unlabelled text, and every task fine-tuned from it reuses that payment.
+# At equal compute, the pre-trained encoder is far ahead at both label counts: with
+# 1024 labels 84 % against 50 % (the from-scratch model has not left chance in 2,400
+# steps), with all 4096 labels 99.7 % against 88 %. The from-scratch model does learn,
+# given enough labels: at 4096 it clears every rule in the table, but it is still 11
+# points behind. Each point is one seed, and with 1024 labels the seed matters: Exercise
+# 4's two seeds of the same run reach 92 and 94 %. Pre-training does not tell the model what the task is; once enough
+# examples do, the machinery to solve it is already there. And the pre-trained encoder
+# paid its head start once, with unlabelled text: every task fine-tuned from it reuses
+# that payment.
 
 # %% [markdown]
 # ## Where does [CLS] look?
@@ -933,13 +945,15 @@ assert on_attractor < on_average  # the attractor gets less than an average toke
 print("<bos> reads the attractor less than an average token")
 
 # %% [markdown]
-# In our run the last layer's `<bos>` does not single out the two words that agreement is
-# about: it gives the main verb about as much as an average token, the subject's head
-# noun less, and the attractor least of all. Whatever the classifier reads at position 0
-# has been gathered before: the first layer already mixes every position, so by the last
-# layer what matters about subject and verb sits in many vectors, and `<bos>` can read it
-# from any of them. Attention weights show where information moves, not what it is; to
-# test what a model uses, change a word and watch the output, as
+# In our run the last layer's `<bos>` reads the subject's head noun more than four times
+# as much as an average token, the main verb about three times as much, and the
+# attractor about a third as much: the two words that agreement is about get most of the weight, and the
+# word that would mislead gets almost none. That fits a classifier that found them, but
+# it does not prove it. The first layer already mixes every position, so by the last
+# layer what matters about subject and verb may sit in many vectors, and attention
+# weights show where information moves, not what it carries or whether the output
+# depends on it {cite}`jain2019attention,wiegreffe2019attention`. To test what a model
+# uses, change a word and watch the output, as
 # [Chapter 7](07_masked_language_modelling.ipynb) did.
 
 # %% [markdown]
@@ -949,16 +963,15 @@ print("<bos> reads the attractor less than an average token")
 #   course's default language, "every verb agrees with the first noun" scores 100 % on
 #   held-out sentences and a table of singular and plural counts about 85 %: grammatical
 #   and broken sentences there can be told apart without finding anything.
-# - A language option that fronts prepositional phrases and adds object relative clauses
-#   (*near the cats the dog that the birds chase sleeps*) keeps the grammar unambiguous
-#   and exact, and drops the rules one tries first to 81 % or below: first noun,
-#   nearest noun, counts, and bag-of-words logistic regressions (the linear ones at
-#   chance: agreement is an XOR of two numbers, which a linear function of counts cannot
-#   express). It does not defeat every rule: the main verb is always the last verb, so
-#   "the last verb agrees with the first noun after any fronted phrase" is perfect. The
-#   task tests whether a model learns that rule from labels, not whether it needs the
-#   full structure; relative clauses on objects would make the main verb not the last
-#   one, an open direction.
+# - Three language options, fronted prepositional phrases, relative clauses with their
+#   own subject (*the dog that the birds chase sleeps*) and relative clauses on objects
+#   (*the dog sees the cats that sleep*), keep the grammar unambiguous and exact, and
+#   drop every rule in the table below 80 %: first noun, nearest noun, counts,
+#   bag-of-words logistic regressions (the linear ones at chance: agreement is an XOR
+#   of two numbers, which a linear function of counts cannot express), and the position
+#   rules "the last verb agrees with the first noun (after any fronted phrase)". A rule
+#   can still be exact (Exercise 3), but only by reading where each clause begins and
+#   ends: by parsing the subject.
 # - Held-out sentences that also occur in the training set are dropped: a toy language
 #   repeats its short sentences.
 # - A classification head pools the encoder's `(B, T, D)` output into `(B, D)`, either
@@ -967,14 +980,13 @@ print("<bos> reads the attractor less than an average token")
 #   equals `tinyformer.encoder.SequenceClassifier`, and padding does not change a
 #   sentence's logits.
 # - Fine-tuned from an encoder pre-trained by masked language modelling on the same
-#   language, the classifier reaches about 99 % on held-out sentences, nearly 20 points
-#   above the best simple rule and about a point below the position rule, and 95 to
-#   99 % on the sentences that defeat the simple rules.
+#   language, the classifier reaches 99.7 % on held-out sentences, about 22 points above
+#   the best rule, and over 99 % on the sentences that defeat the rules.
 # - At equal compute (a from-scratch run sees as many sentences as pre-training plus
-#   fine-tuning), the pre-trained encoder is far ahead with 1024 labels and ahead with
-#   4096; with 256 labels neither learns the task.
-# - The last layer's `<bos>` attention does not point at subject and verb: attention maps
-#   are hints, not explanations.
+#   fine-tuning), the pre-trained encoder is far ahead with 1024 labels, where the
+#   from-scratch model stays at chance, and 11 points ahead with all 4096.
+# - The last layer's `<bos>` attention weighs the subject and the main verb most, and the
+#   attractor least; a hint that fits the classifier's success, not an explanation of it.
 #
 # Part III joins an encoder like this one to a decoder with cross attention, to
 # translate.
@@ -1015,8 +1027,9 @@ print("<bos> reads the attractor less than an average token")
 #     )
 # ```
 #
-# In our run it does poorly: about 60 % at a threshold of $-3$, and chance at $-4$ and
-# $-5$. The encoder, pre-trained for 300 steps on this harder language, is not sure
+# In our run it does poorly: about 67 % at a threshold of $-3$, 57 % at $-4$ and
+# chance at $-5$, and on the sentences with a mismatched attractor 45 % at best, below
+# chance. The encoder, pre-trained for 400 steps on this harder language, is not sure
 # enough of agreement: a threshold low enough to pass the grammatical sentences, whose
 # rare words (a fronted phrase's noun is one of twelve) also score low, lets the broken
 # verbs through too. Scoring sentences by the masked probabilities of their words is an
@@ -1059,39 +1072,64 @@ print("<bos> reads the attractor less than an average token")
 #
 # </details>
 #
-# **3. Patch the rule.** The first-noun rule fails on fronted phrases. Patch it: skip a
-# sentence-initial prepositional phrase (a preposition, then words up to and including
-# the first noun) and check every verb against the first noun after it. How far does the
-# patched rule get, and which sentences does it still get wrong?
+# **3. Patch the rule, then make it exact.** The first-noun rule fails on fronted
+# phrases. Patch it: skip a sentence-initial prepositional phrase (a preposition, then
+# words up to and including the first noun) and check every verb against the first noun
+# after it. How far does the patched rule get, and which sentences does it still get
+# wrong? Then write a rule that gets every held-out sentence right.
 #
 # <details class="solution"><summary>Solution</summary>
 #
 # ```python
 # def patched_rule(words):
 #     start = 0
-#     if words[0] in ("near", "behind", "under"):  # skip the fronted phrase
+#     if words[0] in PREPOSITIONS:  # skip the fronted phrase
 #         start = next(i for i, w in enumerate(words) if KIND.get(w) == "noun") + 1
 #     return first_noun_rule(lang, words[start:])
 #
-# pred = torch.tensor([patched_rule(s) for s in test_sents])
-# print((pred == test_y).float().mean().item())
-# DETERMINERS = ("the", "a", "this", "some", "these")
-# orc = torch.tensor([  # has an object relative clause: "that" + a determiner
-#     any(w == "that" and words[i + 1] in DETERMINERS for i, w in enumerate(words[:-1]))
-#     for words in test_sents
-# ])
-# right = pred == test_y
-# print(right[orc].float().mean().item(), right[~orc].float().mean().item())
+# right = torch.tensor([patched_rule(s) for s in test_sents]) == test_y
+# has_that = torch.tensor(["that" in s for s in test_sents])  # a relative clause
+# print(right.float().mean().item(), has_that.float().mean().item())
+# print(right[has_that].float().mean().item(), right[~has_that].float().mean().item())
 # ```
 #
-# In our run the patched rule scores about 92 %: right on every sentence without an
-# object relative clause, and on 75 % of the 31 % that have one, where the embedded verb
-# agrees with the embedded subject, not with the main one. Patch that too by checking
-# only the last verb, which in this language is always the main verb, and you get the
-# table's *last verb, after fronted* rule: 100 %. So the claim is not "only a parser
-# can do it": the simple rules above fail, a two-part position rule succeeds, and the
-# model learned nearly as much from 4096 labelled sentences, without being told the
-# rule; it beats this exercise's patched rule by about 7 points.
+# In our run the patched rule scores 80 %: right on every sentence without a relative
+# clause, and on 73 % of the 72 % that have one, where a clause's verb agrees with a noun of
+# its own (*the dog that the cats **chase** sleeps*, *the dog sees the cats that
+# **sleep***). To be exact, a rule must find the main verb, and for that it has to step
+# over whatever follows the subject's noun: a prepositional phrase, or a relative clause
+# and, inside it, an object with a clause of its own.
+#
+# ```python
+# TRANSITIVE = {r.rhs[0] for r in lang.grammar.rules if r.lhs.startswith("Vt.")}
+#
+# def clause_rule(words):
+#     """1 when the main verb agrees with the subject, found by reading the clauses."""
+#     def past_noun(i):  # the index just after the first noun at or after i
+#         return next(j for j in range(i, len(words)) if KIND.get(words[j]) == "noun") + 1
+#
+#     i = past_noun(past_noun(0) if words[0] in PREPOSITIONS else 0)
+#     subject = words[i - 1]
+#     if words[i] in PREPOSITIONS:  # the dog [near the cats] ...
+#         i = past_noun(i)
+#     elif words[i] == "that" and KIND.get(words[i + 1]) == "verb":  # [that sees ...]
+#         i += 2
+#         if words[i - 1] in TRANSITIVE:  # its object, and the object's own clause
+#             i = past_noun(i)
+#             if words[i] == "that":  # [that sleep] or [that the birds chase]
+#                 i = i + 2 if KIND.get(words[i + 1]) == "verb" else past_noun(i) + 1
+#     elif words[i] == "that":  # [that the cats chase]
+#         i = past_noun(i) + 1
+#     return int(lang.number(words[i]) == lang.number(subject))  # words[i]: main verb
+#
+# print((torch.tensor([clause_rule(s) for s in test_sents]) == test_y).float().mean())
+# ```
+#
+# It scores 100 %. It is a rule, but it is also a small parser of the subject: it knows
+# which words can start a modifier, where each kind of clause ends, and that an object
+# inside a clause can carry a clause of its own. That is the structure the model had to
+# find from 4096 labelled sentences without being told any of it, and it got 99.7 % of
+# the held-out sentences right.
 #
 # </details>
 #
@@ -1111,12 +1149,17 @@ print("<bos> reads the attractor less than an average token")
 #         print(n, pooling, [round(a, 3) for a in runs_n])
 # ```
 #
-# In our runs the two are within the spread between seeds: at 256 labels both stay near
-# chance (52 to 55 %), at 1024 both reach about 89 to 92 %. Each has its argument:
+# In our runs, at 256 labels both stay near chance (55 to 58 %); at 1024, `[CLS]`
+# reached 92 and 94 % and the mean 85 and 89 %. Two seeds are a hint, not a verdict: the
+# chapter's own `[CLS]` run at 1024 labels, seed 0 like the first run here, reached 84 %.
+# (Same code, same seed, another result: on two threads the arithmetic is not exactly
+# the same from run to run, as the pre-training losses show, which differ in the fourth
+# decimal between runs, and with few labels fine-tuning amplifies such differences.)
+# Each pooling has its argument:
 # `[CLS]` lets attention choose which words to read, which suits a decision that hinges
 # on two words; the mean gives every word a direct path to the output, and
 # sentence-embedding models such as Sentence-BERT use it {cite}`reimers2019sentence`.
-# With few labels, on this task, it hardly matters.
+# With few labels, on this task, the run-to-run spread is as large as any difference.
 #
 # </details>
 
@@ -1131,9 +1174,8 @@ print("<bos> reads the attractor less than an average token")
 #   words;
 # - `classification_accuracy`: the fine-tuned `[CLS]` classifier on the held-out
 #   sentences (those not in the training set); it must be at least 98 %;
-# - `best_rule_accuracy`: the best of all the rules in the table on the same sentences:
-#   the two-part position rule, which is perfect (the simple rules, which must each stay
-#   at or below 85 %, are checked above).
+# - `best_rule_accuracy`: the best of all the rules in the table on the same sentences;
+#   it must stay at or below 85 %.
 
 # %% tags=["nbval-ignore-output"]
 print(f"mlm_accuracy: {mlm_accuracy:.4f}")
@@ -1141,5 +1183,4 @@ print(f"mlm_bayes_accuracy: {mlm_bayes_accuracy:.4f}")
 print(f"classification_accuracy: {classification_accuracy:.4f}")
 print(f"best_rule_accuracy: {best_rule_accuracy:.4f}")
 assert mlm_bayes_accuracy - mlm_accuracy < 0.03
-assert classification_accuracy >= 0.98 and best_rule_accuracy == 1.0
-assert all(rule_accuracy[name][0] <= 0.85 for name in SIMPLE)
+assert classification_accuracy >= 0.98 and best_rule_accuracy <= 0.85
