@@ -58,11 +58,12 @@ if "google.colab" in sys.modules:
 # same training on several processes at once, each on its own slice of every batch, and
 # keep their models identical. That is **data parallelism**, and PyTorch's
 # `DistributedDataParallel` (DDP) {cite}`li2020ddp` is its standard implementation. This
-# page explains what DDP does, trains [Chapter 5](../part1_decoder/05_training_and_generation.ipynb)'s language model with it on two CPU
-# processes, and checks the one promise that matters: two processes end with the weights
-# one process would have reached. It ends where data parallelism runs out, when one
-# device cannot hold the model's training state, and with a measurement of mixed
-# precision and compiling, taken on a busy shared machine.
+# page explains what DDP does, trains a small version of
+# [Chapter 5](../part1_decoder/05_training_and_generation.ipynb)'s language model
+# with it on two CPU processes, and checks the one promise that matters: two processes
+# end with the weights one process would have reached. It ends where data parallelism
+# runs out, when one device cannot hold the model's training state, and with a
+# measurement of mixed precision and compiling, taken on a busy shared machine.
 #
 # **Learning goals.** After this page you can
 #
@@ -92,9 +93,7 @@ from tinyformer.language import ToyLanguage
 from tinyformer.objectives import lm_loss
 from tinyformer.vocab import Vocab
 
-set_matplotlib_formats(
-    "png"
-)  # PNG figures: the same in the book, on GitHub and in Colab
+set_matplotlib_formats("retina")  # PNG at twice the pixels: sharp in the book and Colab
 
 
 def find_repository(start: Path) -> Path:
@@ -121,32 +120,43 @@ print(f"vocabulary: {len(vocab)} tokens")
 # called a **rank**, numbered $0 \dots N-1$, and runs the same training script. DDP then
 # keeps three promises:
 #
-# 1. **The model is replicated.** Every rank holds a complete copy of the model, and
-#    its own optimiser with its own state (AdamW's two moments for every parameter).
-#    When the model is wrapped, `DDP(model)`, rank 0's weights are broadcast to all the
-#    others, so they start identical even if they were initialised differently.
-# 2. **Gradients are averaged, during the backward pass.** Each rank runs the forward and
-#    backward pass on its own slice of the batch. As gradients appear, DDP adds them up
-#    across the ranks with an **all-reduce**, a collective operation after which every
-#    rank holds the sum, and divides by $N$. It does not wait for the whole backward
-#    pass: parameters are grouped into **buckets** of about 25 MB, in roughly the reverse
-#    order of the forward pass (the order in which backward produces their gradients),
-#    and a bucket's all-reduce starts as soon as its last gradient is ready, while
-#    backward carries on with earlier layers. Communication hides behind computation
-#    {cite}`li2020ddp`.
-# 3. **Nothing else is sent.** After `loss.backward()` every rank holds the same averaged
-#    gradient, so every rank's optimiser makes the same update to the same weights, and
-#    the replicas stay identical without ever exchanging weights again. Gradient
-#    clipping, the learning-rate schedule and the optimiser step are ordinary local code.
-#    (Only a model's *buffers*, tensors it keeps but does not train, such as a batch
-#    norm's running statistics, are re-sent from rank 0 before each forward pass; our
-#    model has none.)
+# 1. **The model is replicated.** Every rank holds a complete copy of the model. When
+#    the model is wrapped, `DDP(model)`, rank 0's parameters and buffers are broadcast
+#    to all the others, so they start identical even if they were initialised
+#    differently. DDP knows nothing of the optimiser: each rank builds its own, with its
+#    own state (AdamW's two moments for every parameter), from its own copy of the
+#    parameters.
+# 2. **Gradients are averaged, during the backward pass.** Each rank runs the forward
+#    and backward pass on its own slice of the batch. As gradients appear, DDP divides
+#    each by $N$ and sums them across the ranks with an **all-reduce**, a collective
+#    operation after which every rank holds the sum, here the average. It does not wait
+#    for the whole backward pass: the parameters are grouped into **buckets**, the first
+#    capped at 1 MiB and the others at 25 MiB by default, in roughly the reverse of the
+#    order in which the model registers its parameters, a guess at the order in which
+#    backward produces their gradients. After the first iteration DDP rebuilds the
+#    buckets in the order the gradients actually became ready. A bucket's all-reduce
+#    starts as soon as its last gradient is ready, while backward carries on with
+#    earlier layers, so communication hides behind computation {cite}`li2020ddp`.
+# 3. **Nothing else is sent at each step.** After `loss.backward()` every rank holds the
+#    same averaged gradient, so every rank's optimiser makes the same update to the same
+#    weights, and the replicas stay identical without ever exchanging weights again.
+#    Gradient clipping, the learning-rate schedule and the optimiser step are ordinary
+#    local code. Apart from one-time setup (a check at wrap time that every rank's
+#    parameters have the same shapes, the broadcast, the rebuild of the buckets), DDP
+#    sends only a model's *buffers*, tensors it keeps but does not train, such as a
+#    batch norm's running statistics, which it re-sends from rank 0 before each forward
+#    pass; our model has none. Our script adds two all-reduces of its own: the token
+#    count of every step (next section) and the training loss at the steps it logs.
 #
-# The figure draws one training step on two ranks. Between the processes, the all-reduce
-# travels through a communication library: NCCL between NVIDIA GPUs, gloo between CPU
-# processes (what this page uses).
+# The figure draws one training step on two ranks. It is a schematic, for a model large
+# enough to fill several buckets:
+# [Chapter 5](../part1_decoder/05_training_and_generation.ipynb)'s model, with 107,200
+# parameters or 0.41 MiB of float32 gradients, fits in the first bucket, so its single
+# all-reduce starts when backward ends and overlaps nothing. Between the processes, the
+# all-reduce travels through a communication library: NCCL between NVIDIA GPUs, gloo
+# between CPU processes (what this page uses).
 
-# %% mystnb={"figure": {"caption": "One DDP training step on two ranks (a schematic, not a measurement). Each rank runs forward and backward on its own half of the batch. Backward produces the gradients of the last layers first; as soon as a bucket of them is complete its all-reduce starts, while backward continues with earlier layers. The last bucket is complete only when backward ends, so its all-reduce overlaps nothing; the optimiser step waits for it and is the same on both ranks.", "name": "fig-ddp-step"}, "image": {"alt": "Timeline with two ranks. On each, a forward bar, then backward bars for layers 4, 3, 2 and 1, then an optimiser step. Below them, three all-reduce bars for buckets of gradients, each starting when its layers' backward is done: the first two overlap the backward of earlier layers, the third starts when backward ends, overlaps nothing, and ends just before the optimiser step."}} tags=["hide-input"]
+# %% mystnb={"figure": {"caption": "One DDP training step on two ranks (a schematic of a model that fills three buckets, not a measurement). Each rank runs forward and backward on its own half of the batch. Backward produces the gradients of the last layers first; as soon as a bucket of them is complete its all-reduce starts, while backward continues with earlier layers. The last bucket is complete only when backward ends, so its all-reduce overlaps nothing; the optimiser step waits for it and is the same on both ranks.", "name": "fig-ddp-step"}, "image": {"alt": "Timeline with two ranks. On each, a forward bar, then backward bars for layers 4, 3, 2 and 1, then an optimiser step. Below them, three all-reduce bars for buckets of gradients, each starting when its layers' backward is done: the first two overlap the backward of earlier layers, the third starts when backward ends, overlaps nothing, and ends just before the optimiser step."}} tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(8, 2.9))
 colors = {
     "forward": "#9ecae1",
@@ -263,15 +273,17 @@ print(f"global token count: off by less than 1e-6: {fixed_error < 1e-6}")
 #
 # `--dtype bf16` trains under bfloat16 autocast, `--compile` compiles the model, and
 # `--device` picks CPU or CUDA (default: CUDA when there is a GPU). A global batch the
-# world size does not divide stops every rank at once with a message that says so,
-# before any rank waits on another.
+# world size does not divide makes every rank stop at once, before any rank waits on
+# another, each with a message that says so; once the first rank has exited, though,
+# torchrun ends the others (with SIGTERM), so a slower rank may be stopped before it
+# prints its message.
 #
 # The promise to check: one process and two processes, same seed, same global batch, end
 # with the same weights. The next cell runs both, a small model for 10 steps of 12
-# sentences, side by side. On a busy two-core machine that took 20 to 30 s,
-# nearly all of it spent starting the two launchers and their three processes (each
-# imports PyTorch): the training loops themselves take a fraction of a second (both
-# times are printed after the check).
+# sentences, side by side. On a busy two-core machine nearly all of the cell's time goes
+# to starting the two launchers and their three processes (each imports PyTorch): the
+# training loops themselves take a fraction of a second (the cell after the check prints
+# both times).
 
 # %%
 SCRIPT = ROOT / "scripts" / "train_ddp.py"
@@ -391,14 +403,19 @@ assert key_bias_gap < 1e-2  # rounding noise scaled up by Adam (see below), neve
 # %% [markdown]
 # The two runs add the same gradients in a different order (two halves, then the
 # all-reduce), so they agree to rounding, within about $10^{-6}$ in float32, with one
-# exception we met in [Chapter 5](../part1_decoder/05_training_and_generation.ipynb): the **key biases**. Their gradient is exactly zero in
-# exact arithmetic (a constant added to a whole row of scores changes no softmax), so
-# what is computed is rounding noise, and Adam, which divides each gradient by its own
-# running size, turns that noise into real steps. The key biases of two runs drift apart,
-# by around $10^{-3}$ here, while the functions the models compute stay equal, as the
-# log-probabilities show. In float64, where the noise is $10^{-9}$ times smaller,
-# `tests/test_ddp.py` finds every weight, key biases included, equal to about
-# $10^{-12}$.
+# exception, shown in the section "Fused AdamW, and the rounding it brings" of the
+# appendix [Cost and speed](performance.ipynb): the **key biases**. Their gradient is
+# exactly zero in exact arithmetic (a constant added to a whole row of scores changes no
+# softmax), so what is computed is rounding noise, in float32 around $10^{-9}$ to
+# $10^{-8}$. Adam's step is the learning rate times the gradient's running mean divided
+# by its running size plus a small $\epsilon$, $10^{-8}$ by default (as here). Noise of
+# $10^{-9}$ to $10^{-8}$ is comparable to $\epsilon$, so that quotient is a sizeable
+# fraction of 1, and the noise becomes steps of a sizeable fraction of the learning
+# rate. The key biases of two runs drift apart, by around $10^{-3}$ here, while
+# the functions the models compute stay equal, as the log-probabilities show. In float64
+# the noise is about $10^{-17}$, far below $\epsilon$, so the steps it causes are
+# negligible: `tests/test_ddp.py` finds every weight, key biases included, equal to
+# within $10^{-9}$ (the test's bound).
 #
 # ### Checkpoints
 #
@@ -420,11 +437,13 @@ assert key_bias_gap < 1e-2  # rounding noise scaled up by Adam (see below), neve
 # reports for NCCL.) `--resume DIR` continues from another run's
 # `DIR/checkpoint.pt`. A checkpoint made with other settings (another batch, learning
 # rate, model size or dtype) stops every rank with a message. Resumed with the same
-# number of processes, a run ends with exactly the weights of a run that was never
-# stopped: `tests/test_ddp.py` makes every rank exit after step 5 (the testing option
-# `--kill-after-step 5`), lets torchrun restart them, and compares. Resumed with a
-# different number of processes, it adds the same gradients in another order, so the
-# weights agree only up to rounding, with the key biases drifting as above.
+# settings, the same number of processes and the same `--compile` and `--device` (which
+# the checkpoint does not record), a run ends with the weights of a run that was never
+# stopped, to within $10^{-7}$ (the test's bound): `tests/test_ddp.py` makes every rank
+# exit after step 5 (the testing option `--kill-after-step 5`), lets torchrun restart
+# them, and compares. Resumed with a different number of processes, it adds the same
+# gradients in another order, so the weights agree only up to rounding, with the key
+# biases drifting as above.
 #
 # ## Launching: one machine, several machines
 #
@@ -432,9 +451,10 @@ assert key_bias_gap < 1e-2  # rounding noise scaled up by Adam (see below), neve
 # tells each one where it stands through environment variables: `RANK` (its number among
 # all processes), `LOCAL_RANK` (among those on its machine: which GPU to use),
 # `WORLD_SIZE`, and `MASTER_ADDR` and `MASTER_PORT`, where the processes meet to set up
-# the process group. The script reads `RANK`, `WORLD_SIZE` and `LOCAL_RANK` itself, to
-# check its arguments against the launch and to pick its GPU, and `init_process_group`
-# reads them all, the address and port included, to set up the group.
+# the process group. The script reads `RANK` and `WORLD_SIZE` itself, to check its
+# arguments against the launch, and `LOCAL_RANK` to pick its GPU; `init_process_group`,
+# with its default `env://` initialisation, reads `MASTER_ADDR`, `MASTER_PORT`, `RANK`
+# and `WORLD_SIZE` to set up the group.
 #
 # **One machine with $N$ GPUs** (or $N$ CPU processes): `--standalone` makes the machine
 # its own meeting point, on a free port.
@@ -456,30 +476,43 @@ assert key_bias_gap < 1e-2  # rounding noise scaled up by Adam (see below), neve
 #
 # **Several machines, found at start-up.** With a *rendezvous* the machines find each
 # other through a store on one of them and torchrun assigns the ranks; the command is
-# identical everywhere:
+# identical everywhere. `--nnodes=1:4` makes the job *elastic*: it runs on one to four
+# machines, and when a machine joins or fails, torchrun stops every rank and restarts
+# them all with the new world size (a failure counts against `--max-restarts`):
 #
 # ```bash
-# torchrun --nnodes=2 --nproc_per_node=8 --rdzv-id=job42 \
-#     --rdzv-backend=c10d --rdzv-endpoint=10.0.0.1:29400 \
-#     scripts/train_ddp.py --global-batch 1024 --out runs/c
+# TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun --nnodes=1:4 --nproc_per_node=8 \
+#     --max-restarts=3 --rdzv-id=job42 --rdzv-backend=c10d \
+#     --rdzv-endpoint=10.0.0.1:29400 \
+#     scripts/train_ddp.py --global-batch 1536 --out /shared/runs/c
 # ```
 #
-# (`--nnodes=1:4` lets such a job start with one to four machines.) Across machines the
-# gradients travel over the network between them, so the all-reduce takes longer, and
-# its overlap with the backward pass matters more.
+# The world size can then be 8, 16, 24 or 32, and the global batch must divide by each
+# of them, or `check_launch` stops every rank: 1536 does (192, 96, 64 or 48 sentences
+# per rank), 1024 would fail on three machines. A restarted rank continues from
+# `OUT/checkpoint.pt`, so `--out` must be on a file system every machine shares; the
+# script checks that all ranks see the same checkpoint and stops them if they do not.
+# After a change of world size the same gradients are summed in another order, so the
+# run continues up to rounding, as above. Across machines the gradients travel over the
+# network between them, so the all-reduce takes longer, and its overlap with the
+# backward pass matters more.
 #
 # ## When one device cannot hold the model: FSDP
 #
 # DDP puts a complete copy of the training state on every device. For AdamW in float32
 # that is, per parameter: the weight (4 bytes), its gradient (4), and the optimiser's two
 # running moments (4 + 4): **16 bytes per parameter**, before a single activation is
-# stored for the backward pass. Mixed-precision training does not reduce it: the float32
-# weights, gradients and moments all stay, so the state takes 16 to 18 bytes per
-# parameter (18 if a bfloat16 copy of the weights is kept, as Exercise 3 counts), and
-# autocast's bfloat16 copies are temporary, made during the forward pass. The cell prices
-# the models of `benchmarks/training_throughput.py` and GPT-2's smallest model: 117
-# million parameters in the paper's table {cite}`radford2019language`, 124,439,808 in
-# the weights that were released, which is the count the cell computes.
+# stored for the backward pass. Mixed-precision training with autocast (the script's
+# `--dtype bf16`) does not reduce it: the float32 master weights, their gradients and
+# the moments all stay, 16 bytes per parameter again. Autocast casts the weights to
+# bfloat16 as the forward pass uses them; the copies that backward needs are saved with
+# the activations until backward is done, so, like the activations, they add to the
+# peak memory, not to the training state. (Some frameworks instead keep a permanent
+# bfloat16 copy of the weights next to the float32 ones: Exercise 3 counts that
+# variant.) The cell prices the models of `benchmarks/training_throughput.py` and
+# GPT-2's smallest model: 117 million parameters in the paper's table
+# {cite}`radford2019language`, 124,439,808 in the weights that were released, which is
+# the count the cell computes.
 
 # %%
 BYTES_PER_PARAMETER = 4 + 4 + 4 + 4  # weight, gradient, AdamW's two moments (fp32)
@@ -520,8 +553,12 @@ assert sizes["GPT-2 small"] == 124_439_808
 # weights now travel at every step, gathered for the forward pass and again for the
 # backward pass, not only the gradients.
 #
-# Rule of thumb: use DDP while the model's training state and a batch's activations fit
-# on one device, and FSDP when they do not.
+# Rule of thumb: use DDP while the model's training state fits on one device, and FSDP
+# when it does not. FSDP shards the weights, gradients and optimiser state, not the
+# activations: when a batch's activations do not fit, the remedy is a smaller batch per
+# rank with gradient accumulation (several backward passes summed before one optimiser
+# step), or activation checkpointing (recomputing activations during backward instead of
+# storing them).
 #
 # ## Mixed precision and compiling, measured here
 #
@@ -530,19 +567,21 @@ assert sizes["GPT-2 small"] == 124_439_808
 # - **bfloat16 autocast**: `torch.autocast(device, dtype=torch.bfloat16)` runs the matrix
 #   products in bfloat16, a 16-bit format with float32's range and fewer digits, while
 #   weights, gradients and the optimiser stay float32 (unlike float16, bfloat16 needs no
-#   loss scaling). It is made for GPUs, whose tensor cores multiply 16-bit numbers much
-#   faster than 32-bit ones; on a CPU the gain depends on the processor.
+#   loss scaling). It is made for GPUs: those with tensor cores are designed to run
+#   16-bit matrix products several times faster than float32 ones. On a CPU the gain
+#   depends on the processor.
 # - **`torch.compile`**: captures the model's forward pass as a graph, derives the graph of
-#   its backward pass ahead of time (AOTAutograd), and generates fused kernels for both;
-#   only the optimiser step, outside the compiled model, stays eager. The first step pays
-#   for the compilation.
+#   its backward pass ahead of time (AOTAutograd), and generates fused kernels for both.
+#   Only the model's forward and backward are compiled: the loss, gradient clipping, the
+#   schedule, the optimiser step and, under DDP, the all-reduces stay eager. The first
+#   step pays for the compilation.
 #
 # `benchmarks/mixed_precision.py` trains [Chapter 5](../part1_decoder/05_training_and_generation.ipynb)'s model (batches of 64 sentences) all
 # three ways from the same weights on the same batches, in interleaved rounds (float32,
 # bfloat16, compiled, float32, ...), and records the tokens per second of every round and
 # the validation loss after the same number of steps. The speed of a busy machine drifts
-# from round to round, so each variant is compared with the float32 round next to it in
-# time: the ratio below is the median over the rounds of these paired ratios.
+# from round to round, so each variant is compared with the float32 round of the same
+# cycle: the ratio below is the median over the rounds of these paired ratios.
 #
 # <div class="admonition warning">
 # <p class="admonition-title">Not a speed claim</p>
@@ -581,7 +620,7 @@ for name, row in rows.items():
         f"rounds {ratio['min']:.2f} to {ratio['max']:.2f}"
     )
 
-# %% mystnb={"figure": {"caption": "Training speed of bfloat16 autocast and torch.compile relative to eager float32, for Chapter 5's model on a shared two-core CPU under heavy load (benchmarks/results/mixed_precision.json). Bars: the median over the rounds of each round's speed divided by that of the float32 round next to it; dots: the single rounds. The scatter of the dots is the machine's load: a record of one measurement, not a speed claim.", "name": "fig-mixed-precision"}, "image": {"alt": "Bar chart of training speed relative to eager float32 for three ways of running the same training: eager float32, at 1, bfloat16 autocast and torch.compile. Each bar is the median of the per-round ratios, the single rounds are drawn as dots spread around it, and a dashed line marks 1."}} tags=["hide-input"]
+# %% mystnb={"figure": {"caption": "Training speed of bfloat16 autocast and torch.compile relative to eager float32, for Chapter 5's model on a shared two-core CPU under heavy load (benchmarks/results/mixed_precision.json). Bars: the median over the rounds of each round's speed divided by that of the float32 round of the same cycle; dots: the single rounds. The scatter of the dots is the machine's load: a record of one measurement, not a speed claim.", "name": "fig-mixed-precision"}, "image": {"alt": "Bar chart of training speed relative to eager float32 for three ways of running the same training: eager float32, at 1, bfloat16 autocast and torch.compile. Each bar is the median of the per-round ratios, the single rounds are drawn as dots spread around it, and a dashed line marks 1."}} tags=["hide-input"]
 names = list(rows)
 medians = [rows[name]["median_round_ratio_vs_fp32"] for name in names]
 labels = [
@@ -623,9 +662,10 @@ assert first["compile"] > first["fp32"]  # compiling costs time once
 #
 # ## What we learned
 #
-# - DDP replicates the model and the optimiser on every rank, averages the gradients with
-#   bucketed all-reduces that overlap the backward pass, and sends nothing else: the same
-#   gradient makes the same update everywhere.
+# - DDP broadcasts rank 0's parameters and buffers when it wraps the model, then
+#   averages the gradients with bucketed all-reduces that can overlap the backward pass,
+#   and at each step sends nothing else. Each rank's own optimiser then makes the same
+#   update from the same gradient, so the replicas stay identical.
 # - The optimiser sees the global batch. For a mean over tokens, each rank divides its
 #   summed loss by the global token count and multiplies by $N$; per-rank means weigh
 #   tokens unequally.
@@ -642,15 +682,16 @@ assert first["compile"] > first["fp32"]  # compiling costs time once
 #    step, and what changes if you launch $N = 4$ with the same `--global-batch`?
 # 2. A colleague keeps per-rank means and argues that with many sentences per rank the
 #    token counts are nearly equal anyway. When is that true, and when does it fail?
-# 3. How many bytes per parameter does the training state take with AdamW if the weights
-#    are kept in float32 and a bfloat16 copy is used for the forward and backward passes?
+# 3. How many bytes per parameter does the training state take with AdamW if, next to
+#    the float32 weights, a permanent bfloat16 copy of them is kept for the forward and
+#    backward passes, and the gradients are accumulated in float32?
 #
 # <details>
 # <summary>Solutions</summary>
 #
 # 1. 32 sentences per rank with $N = 2$, 16 with $N = 4$. The optimiser sees the same 64
 #    sentences per step either way, so the training (and the final weights, up to
-#    rounding) does not change; only the time per step does.
+#    rounding and the key biases aside) does not change; only the time per step does.
 # 2. The counts of two ranks differ by roughly the spread of a sentence's length times
 #    $\sqrt{B/N}$, a relative difference shrinking like $1/\sqrt{B/N}$, so for large
 #    per-rank batches of similar documents the error is small. It fails with small
@@ -658,7 +699,9 @@ assert first["compile"] > first["fp32"]  # compiling costs time once
 #    are sorted or bucketed by length, so that one rank systematically gets the long
 #    sequences.
 # 3. 4 (float32 weight) + 2 (bfloat16 copy) + 4 (gradient, in float32) + 8 (two moments)
-#    = 18 bytes; with bfloat16 gradients, 16. Mixed precision can save time and activation
-#    memory, not training state.
+#    = 18 bytes; with bfloat16 gradients, 16. Autocast, which keeps no permanent copy,
+#    stays at 16 bytes, as for float32 training; its bfloat16 copies count toward the
+#    peak memory with the activations. Mixed precision can save time and activation
+#    memory (activations stored in bfloat16 take half the bytes), not training state.
 #
 # </details>

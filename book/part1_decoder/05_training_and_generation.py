@@ -169,7 +169,7 @@ def val_loss(model):
 # floor at 10 % of the peak costs). **Warmup** keeps the first updates small, which
 # matters most for *post-LN* blocks; Xiong et al. and Liu et al. explain why in their
 # own ways {cite}`xiong2020layer,liu2020understanding`, as
-# [Chapter 4](04_the_decoder_block.ipynb) tells. Chapter 4's exercise found that warmup
+# [Chapter 4](04_the_decoder_block.ipynb) tells. An exercise there found that warmup
 # rescues post-LN blocks at a high rate, while pre-LN blocks like ours train at
 # $10^{-2}$ without it. Does our model need it? Two runs of 300 steps of 64 sentences,
 # with and without 30 steps of warmup, from the same weights:

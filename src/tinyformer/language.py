@@ -420,8 +420,8 @@ def english_rules(
         Nom.n   -> N.n | Adj N.n | Adj Adj N.n      (p_adjectives)
 
     Only the subject takes a prepositional phrase or a relative clause, and objects take
-    neither (unless ``p_object_rc`` says so, and then only a relative clause that ends
-    the sentence), so no sentence has two derivations (no attachment ambiguity).
+    neither (unless ``p_object_rc`` says so, and then only a relative clause with no
+    object of its own), so no sentence has two derivations (no attachment ambiguity).
     Words are uniform within their category, except determiners.
 
     Three options, off by default (the default grammar is exactly the one above), make the
@@ -441,8 +441,10 @@ def english_rules(
       ``ShortRC.m -> that Vi.m`` ("the dog sees the cats that sleep": *sleep* agrees with
       *cats*), with probability ``p_orc`` the object relative clause ``ORC`` above ("the
       dog sees the cat that the birds chase"). Neither contains an object, so the
-      grammar stays finite; "that" after an object starts the object's clause, since
-      nothing else can follow an object.
+      grammar stays finite (no rule calls itself); "that" right after an object starts
+      that object's clause, since nothing else that follows an object starts with
+      "that" (an object may sit inside a subject's relative clause: "the dog that sees
+      the cats that sleep runs").
     """
     rules: list[Rule] = []
 
