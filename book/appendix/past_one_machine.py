@@ -51,7 +51,7 @@ if "google.colab" in sys.modules:
 # %% [markdown]
 # # Past one machine
 #
-# <a class="colab-badge" href="https://colab.research.google.com/github/tinyformer/transformers-from-scratch/blob/main/book/appendix/past_one_machine.ipynb">Open in Colab</a> · runs in about 30 s on two CPU cores
+# <a class="colab-badge" href="https://colab.research.google.com/github/tinyformer/transformers-from-scratch/blob/main/book/appendix/past_one_machine.ipynb">Open in Colab</a> · runs in about 12 s on two CPU cores
 #
 # Every model in this course trains on one CPU in about a minute. Real language models
 # train on thousands of GPUs for weeks, and the first step on that road is short: run the

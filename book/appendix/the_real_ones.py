@@ -35,7 +35,7 @@ if "google.colab" in sys.modules:
 # %% [markdown]
 # # The real ones
 #
-# <a class="colab-badge" href="https://colab.research.google.com/github/tinyformer/transformers-from-scratch/blob/main/book/appendix/the_real_ones.ipynb">Open in Colab</a> · runs in about 10 s on two CPU cores
+# <a class="colab-badge" href="https://colab.research.google.com/github/tinyformer/transformers-from-scratch/blob/main/book/appendix/the_real_ones.ipynb">Open in Colab</a> · runs in about 15 s on two CPU cores
 #
 # Each part of the course built one kind of transformer, and each kind has a famous real
 # member: Part I's decoder is GPT-2 {cite}`radford2019language`, Part II's encoder is BERT

@@ -36,7 +36,7 @@ if "google.colab" in sys.modules:
 # %% [markdown]
 # # 1. The toy language
 #
-# <a class="colab-badge" href="https://colab.research.google.com/github/tinyformer/transformers-from-scratch/blob/main/book/part1_decoder/01_the_toy_language.ipynb">Open in Colab</a> · runs in about 4 s on two CPU cores
+# <a class="colab-badge" href="https://colab.research.google.com/github/tinyformer/transformers-from-scratch/blob/main/book/part1_decoder/01_the_toy_language.ipynb">Open in Colab</a> · runs in about 5 s on two CPU cores
 #
 # Before we build a transformer we need something for it to learn. This chapter
 # introduces the small language that every chapter of the course trains on, and

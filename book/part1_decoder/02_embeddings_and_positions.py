@@ -36,7 +36,7 @@ if "google.colab" in sys.modules:
 # %% [markdown]
 # # 2. Embeddings and positions
 #
-# <a class="colab-badge" href="https://colab.research.google.com/github/tinyformer/transformers-from-scratch/blob/main/book/part1_decoder/02_embeddings_and_positions.ipynb">Open in Colab</a> · runs in about 4 s on two CPU cores
+# <a class="colab-badge" href="https://colab.research.google.com/github/tinyformer/transformers-from-scratch/blob/main/book/part1_decoder/02_embeddings_and_positions.ipynb">Open in Colab</a> · runs in about 5 s on two CPU cores
 #
 # A transformer computes with vectors, but our sentences are lists of token ids. This
 # chapter builds the first layer of the model, the one that turns ids into vectors, and

@@ -36,7 +36,7 @@ if "google.colab" in sys.modules:
 # %% [markdown]
 # # 3. Self-attention
 #
-# <a class="colab-badge" href="https://colab.research.google.com/github/tinyformer/transformers-from-scratch/blob/main/book/part1_decoder/03_self_attention.ipynb">Open in Colab</a> · runs in about 5 s on two CPU cores
+# <a class="colab-badge" href="https://colab.research.google.com/github/tinyformer/transformers-from-scratch/blob/main/book/part1_decoder/03_self_attention.ipynb">Open in Colab</a> · runs in about 8 s on two CPU cores
 #
 # After the last chapter every token is a vector that knows *what* it is and *where* it
 # is, but nothing about its neighbours. A verb cannot agree with its subject if it cannot

@@ -35,7 +35,7 @@ if "google.colab" in sys.modules:
 # %% [markdown]
 # # 4. The decoder block
 #
-# <a class="colab-badge" href="https://colab.research.google.com/github/tinyformer/transformers-from-scratch/blob/main/book/part1_decoder/04_the_decoder_block.ipynb">Open in Colab</a> · runs in about 20 s on two CPU cores
+# <a class="colab-badge" href="https://colab.research.google.com/github/tinyformer/transformers-from-scratch/blob/main/book/part1_decoder/04_the_decoder_block.ipynb">Open in Colab</a> · runs in about 25 s on two CPU cores
 #
 # Self-attention moves information *between* positions. On its own it is not a model:
 # it has no non-linearity of its own beyond the softmax, and nothing in it transforms a

@@ -35,7 +35,7 @@ if "google.colab" in sys.modules:
 # %% [markdown]
 # # 5. Training and generation
 #
-# <a class="colab-badge" href="https://colab.research.google.com/github/tinyformer/transformers-from-scratch/blob/main/book/part1_decoder/05_training_and_generation.ipynb">Open in Colab</a> · runs in about 85 s on two CPU cores
+# <a class="colab-badge" href="https://colab.research.google.com/github/tinyformer/transformers-from-scratch/blob/main/book/part1_decoder/05_training_and_generation.ipynb">Open in Colab</a> · runs in about 75 s on two CPU cores
 #
 # We train [Chapter 4](04_the_decoder_block.ipynb)'s `DecoderLM` properly and measure it
 # against the exact entropy of the language from [Chapter 1](01_the_toy_language.ipynb),

@@ -35,7 +35,7 @@ if "google.colab" in sys.modules:
 # %% [markdown]
 # # 8. Sentence classification
 #
-# <a class="colab-badge" href="https://colab.research.google.com/github/tinyformer/transformers-from-scratch/blob/main/book/part2_encoder/08_sentence_classification.ipynb">Open in Colab</a> · runs in about 60 s on two CPU cores
+# <a class="colab-badge" href="https://colab.research.google.com/github/tinyformer/transformers-from-scratch/blob/main/book/part2_encoder/08_sentence_classification.ipynb">Open in Colab</a> · runs in about 110 s on two CPU cores
 #
 # [Chapter 7](07_masked_language_modelling.ipynb) trained an encoder to fill in hidden
 # words, and it came within a hair of the best possible guess. Nobody needs a model that

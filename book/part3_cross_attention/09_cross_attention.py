@@ -35,7 +35,7 @@ if "google.colab" in sys.modules:
 # %% [markdown]
 # # 9. Cross attention
 #
-# <a class="colab-badge" href="https://colab.research.google.com/github/tinyformer/transformers-from-scratch/blob/main/book/part3_cross_attention/09_cross_attention.ipynb">Open in Colab</a> · runs in about 5 s on two CPU cores
+# <a class="colab-badge" href="https://colab.research.google.com/github/tinyformer/transformers-from-scratch/blob/main/book/part3_cross_attention/09_cross_attention.ipynb">Open in Colab</a> · runs in about 6 s on two CPU cores
 #
 # Part I built a decoder: every position reads the positions *before* it, in its own
 # sequence. Part II built an encoder: every position reads *all* positions of its own
