@@ -8,9 +8,9 @@ Three ways to run the same training, each from the same initial weights on the s
   loss computed in float32;
 - ``compile``: float32, the model wrapped in ``torch.compile`` (the first step compiles it;
   that time is recorded separately and not counted in the throughput). Compiling with the
-  default backend (inductor) took 51 s in the stored run (results/mixed_precision.json,
-  ``first_step_s``: one thread, on a shared two-core CPU with a load average near 12) and
-  125 s in an earlier run with two threads under heavier load; ``--quick`` uses the
+  default backend (inductor) took about 8 s in the stored run (results/mixed_precision.json,
+  ``first_step_s``: two threads, on a two-core CPU with a load average near 1.5) and up to
+  two minutes in earlier runs on the same machine under heavy load; ``--quick`` uses the
   ``aot_eager`` backend instead: it traces the same graphs but generates no code,
   which smoke-tests the script in seconds and says nothing about speed.
 
@@ -33,9 +33,10 @@ minus the float32 model's.
 Run: ``python benchmarks/mixed_precision.py [--quick] [--out DIR] [--rounds R]
 [--steps-per-round S] [--untimed U]`` (defaults: 20 rounds of 10 steps after 5 untimed
 ones; fewer make a shorter run on a slow machine, and the JSON records what was run). The
-stored results/mixed_precision.json is a default run with ``OMP_NUM_THREADS=1``: on the
-shared machine it was measured on, an earlier default run with two threads, competing with
-other work for the two cores, measured 222 tokens/s in float32; this one, 3642.
+stored results/mixed_precision.json is a default run at torch's default two threads on a
+two-core CPU with little other load (float32: 41,338 tokens/s); earlier runs on the same
+machine under heavy load measured as little as 222 tokens/s, which is why the paired ratios,
+not the absolute speeds, are the numbers to compare.
 """
 
 from __future__ import annotations

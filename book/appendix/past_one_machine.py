@@ -63,7 +63,7 @@ if "google.colab" in sys.modules:
 # with it on two CPU processes, and checks the one promise that matters: two processes
 # end with the weights one process would have reached. It ends where data parallelism
 # runs out, when one device cannot hold the model's training state, and with a
-# measurement of mixed precision and compiling, taken on a busy shared machine.
+# measurement of mixed precision and compiling on one two-core CPU.
 #
 # **Learning goals.** After this page you can
 #
@@ -280,8 +280,8 @@ print(f"global token count: off by less than 1e-6: {fixed_error < 1e-6}")
 #
 # The promise to check: one process and two processes, same seed, same global batch, end
 # with the same weights. The next cell runs both, a small model for 10 steps of 12
-# sentences, side by side. On a busy two-core machine nearly all of the cell's time goes
-# to starting the two launchers and their three processes (each imports PyTorch): the
+# sentences, side by side. On two CPU cores nearly all of the cell's time goes to
+# starting the two launchers and their three processes (each imports PyTorch): the
 # training loops themselves take a fraction of a second (the cell after the check prints
 # both times).
 
@@ -576,16 +576,18 @@ assert sizes["GPT-2 small"] == 124_439_808
 #   schedule, the optimiser step and, under DDP, the all-reduces stay eager. The first
 #   step pays for the compilation.
 #
-# `benchmarks/mixed_precision.py` trains [Chapter 5](../part1_decoder/05_training_and_generation.ipynb)'s model (batches of 64 sentences) all
-# three ways from the same weights on the same batches, in interleaved rounds (float32,
-# bfloat16, compiled, float32, ...), and records the tokens per second of every round and
-# the validation loss after the same number of steps. The speed of a busy machine drifts
-# from round to round, so each variant is compared with the float32 round of the same
-# cycle: the ratio below is the median over the rounds of these paired ratios.
+# `benchmarks/mixed_precision.py` trains
+# [Chapter 5](../part1_decoder/05_training_and_generation.ipynb)'s model (batches of 64
+# sentences) all three ways from the same weights on the same batches, in interleaved
+# rounds (float32, bfloat16, compiled, float32, ...), and records the tokens per second
+# of every round and the validation loss after the same number of steps. A machine's
+# speed drifts from round to round, even with little else running, so each variant is
+# compared with the float32 round of the same cycle: the ratio below is the median over
+# the rounds of these paired ratios.
 #
 # <div class="admonition warning">
 # <p class="admonition-title">Not a speed claim</p>
-# <p>The stored numbers come from a shared machine with two CPU cores, measured with one thread while other work kept the load average around 12, six times the number of cores (the cell prints what the file records). The speed of a single round varied by a factor of about three. They record one measurement on that machine on that day, not what mixed precision or compiling do for this model in general. <code>python benchmarks/mixed_precision.py</code> on a quiet machine, or on a GPU, measures yours.</p>
+# <p>The stored numbers come from a machine with two CPU cores, measured with two threads while the load average over one minute was about 1.3 at the start and 1.5 at the end: below the number of cores, so on average no process was waiting for a core (the cell prints what the file records). Even so, the speed of single rounds varied: each variant's fastest round was 1.3 to 1.5 times as fast as its slowest. They record one measurement on that machine on that day, not what mixed precision or compiling do for this model in general. <code>python benchmarks/mixed_precision.py</code> on your machine, or on a GPU, measures yours.</p>
 # </div>
 
 # %%
@@ -620,7 +622,7 @@ for name, row in rows.items():
         f"rounds {ratio['min']:.2f} to {ratio['max']:.2f}"
     )
 
-# %% mystnb={"figure": {"caption": "Training speed of bfloat16 autocast and torch.compile relative to eager float32, for Chapter 5's model on a shared two-core CPU under heavy load (benchmarks/results/mixed_precision.json). Bars: the median over the rounds of each round's speed divided by that of the float32 round of the same cycle; dots: the single rounds. The scatter of the dots is the machine's load: a record of one measurement, not a speed claim.", "name": "fig-mixed-precision"}, "image": {"alt": "Bar chart of training speed relative to eager float32 for three ways of running the same training: eager float32, at 1, bfloat16 autocast and torch.compile. Each bar is the median of the per-round ratios, the single rounds are drawn as dots spread around it, and a dashed line marks 1."}} tags=["hide-input"]
+# %% mystnb={"figure": {"caption": "Training speed of bfloat16 autocast and torch.compile relative to eager float32, for Chapter 5's model on a two-core CPU with little other load (benchmarks/results/mixed_precision.json). Bars: the median over the rounds of each round's speed divided by that of the float32 round of the same cycle; dots: the single rounds. The scatter of the dots is the round-to-round drift of the machine's speed: a record of one measurement on one machine, not a speed claim.", "name": "fig-mixed-precision"}, "image": {"alt": "Bar chart of training speed relative to eager float32 for three ways of running the same training: eager float32, at 1, bfloat16 autocast, at about 0.46, and torch.compile, at about 0.84. Each bar is the median of the per-round ratios, the single rounds are drawn as dots spread around it, and a dashed line marks 1: all bfloat16 dots and all but one torch.compile dot lie below it."}} tags=["hide-input"]
 names = list(rows)
 medians = [rows[name]["median_round_ratio_vs_fp32"] for name in names]
 labels = [
@@ -637,7 +639,7 @@ for i, name in enumerate(names):
 ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
 ax.set_ylabel("speed / fp32's, per round")
 ax.set_ylim(0, 1.1 * max(max(row["round_ratios_vs_fp32"]) for row in rows.values()))
-ax.set_title("Chapter 5's model, batches of 64 sentences, a busy CPU")
+ax.set_title("Chapter 5's model, batches of 64 sentences, two CPU cores")
 fig.tight_layout()
 plt.show()
 
@@ -652,13 +654,17 @@ assert all(abs(row["loss_diff_vs_fp32"]) < 0.05 for row in rows.values())  # sam
 assert first["compile"] > first["fp32"]  # compiling costs time once
 
 # %% [markdown]
-# In this run, bfloat16 autocast trained at about 0.4 times the speed of float32 (the
-# median of the paired ratios), and the compiled model at about the speed of float32,
-# with single rounds anywhere from about half to 1.7 times as fast: too wide a spread to
-# tell the two apart. Compiling took most of a minute, once, in the first step. The
-# validation losses after the same 205 steps differ by less than a thousandth of a nat:
-# bfloat16's rounding did not hurt this training. How fast either would be on a quiet
-# CPU, or on a GPU, which is what both were made for, these numbers do not say.
+# In this run both were slower than eager float32. With bfloat16 autocast, training ran
+# at about 0.46 times float32's speed (the median of the paired ratios), with rounds
+# between 0.35 and 0.51: on this CPU the bfloat16 step was the slower one in every
+# round. The compiled model ran at about 0.84 times the speed of float32, with rounds
+# between 0.75 and 1.01: slower in 19 of the 20 rounds, so for this small model on this
+# CPU compiling did not pay. Its first step, compilation included, took about 8 s,
+# against about 0.02 s for eager float32's first step. The validation losses after the
+# same 205 steps differ by less than a thousandth of a nat (+0.0002 with bfloat16,
+# -0.0004 compiled): bfloat16's rounding did not hurt this training. These are one
+# machine's numbers: how fast either would be on another CPU, or on a GPU, which is what
+# both were made for, they do not say.
 #
 # ## What we learned
 #
@@ -701,7 +707,8 @@ assert first["compile"] > first["fp32"]  # compiling costs time once
 # 3. 4 (float32 weight) + 2 (bfloat16 copy) + 4 (gradient, in float32) + 8 (two moments)
 #    = 18 bytes; with bfloat16 gradients, 16. Autocast, which keeps no permanent copy,
 #    stays at 16 bytes, as for float32 training; its bfloat16 copies count toward the
-#    peak memory with the activations. Mixed precision can save time and activation
-#    memory (activations stored in bfloat16 take half the bytes), not training state.
+#    peak memory with the activations. Mixed precision can save time (on hardware made
+#    for it: on the CPU measured above it cost time) and activation memory (activations
+#    stored in bfloat16 take half the bytes), not training state.
 #
 # </details>
