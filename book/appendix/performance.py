@@ -566,14 +566,16 @@ plt.show()
 # with the length, as counted. But it stays far below the count (at 1024 tokens, 13
 # times for the baby GPT where the count says 544), for two reasons that counting
 # multiply-adds ignores. Every step has a fixed cost, the Python and the launch of
-# dozens of small operations per layer, which the cache does not remove; for Chapter
-# 5's tiny model it is most of the time. And one position at a time turns every matrix
-# product into a matrix-*vector* product: each weight is used once per token, for one
-# multiply-add, whereas the uncached pass reuses each weight for all $t$ positions,
-# which lets the math library keep the arithmetic units busy. For a tiny model and a
-# short text the cache barely pays (1.3 times for Chapter 5's model at 64 tokens); for
-# longer texts and bigger models it wins by more and more, and that is why every serious
-# implementation of generation uses one.
+# dozens of small operations per layer, which the cache does not remove; for
+# [Chapter 5](../part1_decoder/05_training_and_generation.ipynb)'s tiny model it is most
+# of the time. And one position at a time turns every matrix product into a
+# matrix-*vector* product: each weight is used once per token, for one multiply-add,
+# whereas the uncached pass reuses each weight for all $t$ positions, which lets the
+# math library keep the arithmetic units busy. For a tiny model and a short text the
+# cache barely pays (1.3 times for
+# [Chapter 5](../part1_decoder/05_training_and_generation.ipynb)'s model at 64 tokens);
+# for longer texts and bigger models it wins by more and more, and that is why every
+# serious implementation of generation uses one.
 
 # %%
 for name in models:
@@ -697,18 +699,19 @@ for name in models:
 assert gen["identical"]  # all three draw the same tokens
 
 # %% [markdown]
-# The last column compares the two caches. Up to 256 new tokens the buffer buys
-# nothing: it is within a few per cent of `KVCache` or slower, 22 % slower for
+# The last column compares the two caches. Up to 256 new tokens the buffer buys nothing:
+# it is within a few per cent of `KVCache` or slower, 22 % slower for
 # [Chapter 5](../part1_decoder/05_training_and_generation.ipynb)'s model at 64 tokens.
-# Presumably its own small operations at every step (writing into a slice of the
-# buffer, taking views of it) cost more than concatenating a short cache, in a model
-# whose step is mostly such fixed costs. At 1024 new tokens the buffer wins: 1.23 times
-# for Chapter 5's model, whose steps are cheap enough for the copying to show, and 1.06
-# times for the baby GPT, whose steps go mostly into the matrix-vector products. By the
-# count above the copying grows with the cache, to as much memory traffic as the step's
-# attention itself, so the buffer is the version for long caches and big batches. The
-# chapters use the simple one: it is the one to read, and at the shortest length
-# measured, 64 tokens, it was the faster of the two.
+# Presumably its own small operations at every step (writing into a slice of the buffer,
+# taking views of it) cost more than concatenating a short cache, in a model whose step
+# is mostly such fixed costs. At 1024 new tokens the buffer wins: 1.23 times for
+# [Chapter 5](../part1_decoder/05_training_and_generation.ipynb)'s model, whose steps
+# are cheap enough for the copying to show, and 1.06 times for the baby GPT, whose steps
+# go mostly into the matrix-vector products. By the count above the copying grows with
+# the cache, to as much memory traffic as the step's attention itself, so the buffer is
+# the version for long caches and big batches. The chapters use the simple one: it is
+# the one to read, and at the shortest length measured, 64 tokens, it was the faster of
+# the two.
 
 # %% [markdown]
 # ### Skipping the padding: `lm_loss_by_length`
