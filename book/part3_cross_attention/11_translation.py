@@ -87,8 +87,9 @@ from tinyformer.train import evaluating, set_seed, train
 from tinyformer.vocab import Vocab
 
 set_seed(0)  # seeds Python, NumPy and torch
-# One thread: two split the sums of a matrix product differently, and 600 steps of
-# training turn that rounding into different numbers. On one, they reproduce exactly.
+# One thread: on two, the embeddings' backward pass adds up their gradients in an order
+# that changes from run to run, and 600 steps of training turn that rounding into
+# different numbers. On one thread, every run reproduces the numbers printed here.
 torch.set_num_threads(1)
 set_matplotlib_formats("retina")  # PNG figures at twice the pixels, on every screen
 device = "cuda" if torch.cuda.is_available() else "cpu"
