@@ -425,7 +425,7 @@ def english_rules(
     Words are uniform within their category, except determiners.
 
     Three options, off by default (the default grammar is exactly the one above), make the
-    subject harder to find (Chapter 8 uses them):
+    subject and the main verb harder to find by position (Chapter 8 uses them):
 
     - ``p_modifier`` with a fourth entry, the probability of an *object* relative clause
       ``Subj.n -> NP.n ORC`` with ``ORC -> that NP.m Vt.m`` (m = sg or pl, 1/2 each):
@@ -491,7 +491,7 @@ def english_rules(
         add("Obj", (f"NP.{m}", f"ShortRC.{m}"), 0.5 * p_obj_short)
         add(f"ShortRC.{m}", ("that", f"Vi.{m}"), 1.0 if p_obj_short > 0 else 0.0)
         add("Obj", (f"NP.{m}", "ORC"), 0.5 * p_obj_orc)
-    if p_orc > 0 or p_obj_orc > 0:  # "that the cats chase": embedded subject and its verb, no object
+    if p_orc > 0 or p_obj_orc > 0:  # "that the cats chase": its own subject and verb
         for m in ("sg", "pl"):
             add("ORC", ("that", f"NP.{m}", f"Vt.{m}"), 0.5)
     for i, n in enumerate(("sg", "pl")):
