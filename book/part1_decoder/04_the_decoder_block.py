@@ -84,6 +84,10 @@ from tinyformer.vocab import Vocab
 from torch import nn
 
 set_seed(0)  # seeds Python, NumPy and torch
+# One thread: on two, the embedding's backward pass adds up its gradient in an order
+# that changes from run to run, and training turns that rounding into different
+# numbers. On one thread every run gives exactly the numbers printed here.
+torch.set_num_threads(1)
 set_matplotlib_formats("retina")  # PNG at twice the pixels: sharp in the book and Colab
 
 # %% [markdown]

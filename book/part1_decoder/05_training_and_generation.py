@@ -71,6 +71,10 @@ from tinyformer.train import evaluating, set_seed, train, warmup_cosine
 from tinyformer.vocab import Vocab
 
 set_matplotlib_formats("retina")  # PNG at twice the pixels: sharp in the book and Colab
+# One thread: on two, the embedding's backward pass adds up its gradient in an order
+# that changes from run to run, and training turns that rounding into different
+# numbers. On one thread every run gives exactly the numbers printed here.
+torch.set_num_threads(1)
 
 lang = ToyLanguage()
 vocab = Vocab(lang.words)
