@@ -6,8 +6,8 @@ sampling at temperature 1 from a generator seeded afresh for every run), three w
 - ``cache``: ``use_cache=True``, the package's simple ``KVCache`` (``torch.cat`` at every
   step): one new token per step through every layer, attending over the cached keys and
   values;
-- ``buffered``: the same step loop (``tinyformer.decode.decode_loop``, as ``generate`` runs
-  it) with a cache of ``tinyformer.fast.BufferedKVCache``, one per layer, which writes
+- ``buffered``: ``generate`` given a cache of ``tinyformer.fast.BufferedKVCache``, one per
+  layer (its ``cache`` argument), which writes
   each new key and value into a buffer that doubles when full instead of copying;
 - ``no_cache``: ``use_cache=False``, the whole prefix through every layer at every step.
 
@@ -36,7 +36,7 @@ import torch
 from common import log, measure, parse_args, pick_device, write_json
 
 from tinyformer.config import TransformerConfig
-from tinyformer.decode import decode_loop, generate, sample_next
+from tinyformer.decode import generate
 from tinyformer.decoder import DecoderLM
 from tinyformer.fast import BufferedKVCache
 from tinyformer.language import ToyLanguage
@@ -65,26 +65,6 @@ def models(max_len: int) -> dict:
             vocab_size=65, d_model=384, n_heads=6, n_layers=6, d_ff=1536, max_len=max_len
         ),
     }
-
-
-def generate_buffered(model, prompt, max_new_tokens, generator) -> torch.Tensor:
-    """``generate(model, prompt, max_new_tokens, generator=generator)`` with a BufferedKVCache.
-
-    The same step loop as ``generate`` (``decode_loop``: feed the new tokens, take the last
-    position's logits, sample at temperature 1), with one ``BufferedKVCache`` per layer in
-    place of ``model.new_cache()``'s simple ones.
-    """
-    cache = [BufferedKVCache() for _ in model.decoder.blocks]
-
-    def next_logits(tokens, new):
-        return model(new, cache=cache)[:, -1]  # (B, V)
-
-    def pick(logits):
-        return sample_next(logits, generator=generator)
-
-    with torch.no_grad():
-        tokens, _ = decode_loop(next_logits, prompt, max_new_tokens, pick)
-    return tokens
 
 
 def weight_reading(model: torch.nn.Module, device: torch.device, budget: float) -> dict:
@@ -133,7 +113,8 @@ def main() -> None:
         def run(n: int, way: str, model=model, prompt=prompt) -> torch.Tensor:
             generator = torch.Generator().manual_seed(SEED)  # the same draws every run
             if way == "buffered":
-                return generate_buffered(model, prompt, n, generator)
+                cache = [BufferedKVCache() for _ in model.decoder.blocks]
+                return generate(model, prompt, n, generator=generator, cache=cache)
             return generate(model, prompt, n, generator=generator, use_cache=way == "cache")
 
         for way in WAYS:  # warm up every code path

@@ -5,6 +5,7 @@ import torch
 from conftest import make_lm
 
 from tinyformer.attention import KVCache, MultiHeadAttention, causal_mask
+from tinyformer.decode import generate
 from tinyformer.fast import BufferedKVCache, fused_adamw_ok, lm_loss_by_length
 from tinyformer.objectives import lm_loss
 from tinyformer.train import adamw, set_seed
@@ -54,6 +55,19 @@ def test_buffered_cache_in_a_model_and_under_autograd():
 
 
 # --- fused AdamW == AdamW -----------------------------------------------------------------
+
+
+def test_generate_with_a_buffered_cache_draws_the_same_tokens():
+    model = make_lm()
+    prompt = torch.ones(2, 1, dtype=torch.long)
+
+    def draw(**kw):
+        return generate(model, prompt, 10, generator=torch.Generator().manual_seed(3), **kw)
+
+    buffered = [BufferedKVCache() for _ in model.decoder.blocks]
+    assert torch.equal(draw(cache=buffered), draw())
+    with pytest.raises(ValueError, match="use_cache=True"):
+        draw(cache=[BufferedKVCache() for _ in model.decoder.blocks], use_cache=False)
 
 
 def test_fused_adamw_takes_the_same_steps_as_the_plain_one():

@@ -126,6 +126,7 @@ def generate(
     pad_id: int | None = None,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
+    cache: list | None = None,
 ) -> torch.Tensor:
     """Continue each prompt (B, T0) long by up to ``max_new_tokens`` tokens -> (B, T0 + n) long.
 
@@ -140,7 +141,8 @@ def generate(
     ``use_cache=True`` feeds only the newest token per step and keeps keys/values in a
     KV cache (``model.new_cache()``); ``use_cache=False`` re-runs the whole sequence each
     step. Both draw the same random numbers, so they give identical tokens for the same
-    generator seed.
+    generator seed. ``cache``, one empty cache per layer, replaces ``model.new_cache()``
+    (e.g. ``[fast.BufferedKVCache() for _ in model.decoder.blocks]``).
     """
     V, max_len = model.config.vocab_size, model.config.max_len
     check_token_ids(prompt, V, "prompt")
@@ -153,7 +155,10 @@ def generate(
             f"prompt of {T0} tokens + {max_new_tokens} new tokens = {T0 + max_new_tokens} "
             f"exceeds the model's context of {max_len} positions"
         )
-    cache = model.new_cache() if use_cache else None
+    if cache is not None and not use_cache:
+        raise ValueError("expected use_cache=True with a cache, got use_cache=False")
+    if use_cache and cache is None:
+        cache = model.new_cache()
 
     def next_logits(tokens, new):
         return (model(new, cache=cache) if use_cache else model(tokens))[:, -1]
